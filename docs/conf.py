@@ -36,6 +36,6 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
 }
-html_copy_source = False
+html_copy_source = True  # the download button offers each page's notebook
 html_show_sourcelink = False
 html_last_updated_fmt = None

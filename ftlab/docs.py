@@ -11,7 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['README_MARK', 'project_root', 'site_notebooks', 'proc_notebooks', 'sphinx_anchor', 'frontmatter', 'fix_link',
-           'fix_links', 'stage_nb', 'page_targets', 'stage', 'fetch_js', 'doc_url', 'build', 'readme_text', 'docs_main']
+           'fix_links', 'stage_nb', 'page_targets', 'stage_pages', 'fetch_js', 'site_url', 'build_site', 'readme_text',
+           'docs_main']
 
 # %% ../nbs/95_docs.ipynb #4e09439f
 def project_root(start: str | Path | None = None) -> Path:
@@ -48,8 +49,10 @@ def proc_notebooks(root: str | Path, dest: str | Path | None = None, n_workers: 
     keep = {dest/p for p in nbs}
     for old in dest.rglob("*.ipynb") if dest.exists() else []:
         if old not in keep: old.unlink()  # a notebook that was removed or renamed
+    # API links depend on every module's index and nbdev's settings: when they change, redo all
+    deps = max((f.stat().st_mtime for f in (root/"pyproject.toml", *root.glob("*/_modidx.py"))), default=0)
     todo = [(root/p, dest/p) for p in nbs
-            if force or not (dest/p).exists() or (dest/p).stat().st_mtime < (root/p).stat().st_mtime]
+            if force or not (dest/p).exists() or (dest/p).stat().st_mtime < max((root/p).stat().st_mtime, deps)]
     if todo:
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=max(1, min(n_workers, len(todo))), mp_context=ctx,
@@ -156,7 +159,7 @@ def _write_if_changed(path: Path, text: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
-def stage(procdir: str | Path, stagedir: str | Path, pages: list, doc_url: str = "", strict: bool = True) -> list:
+def stage_pages(procdir: str | Path, stagedir: str | Path, pages: list, doc_url: str = "", strict: bool = True) -> list:
     "Stage the processed `pages` from `procdir` into `stagedir`; return the links to missing pages (an error if `strict`)."
     procdir, stagedir = Path(procdir), Path(stagedir)
     pages = [Path(p) for p in pages]
@@ -207,13 +210,13 @@ def fetch_js(root: str | Path, quiet: bool = True) -> Path:
     return vendor
 
 # %% ../nbs/95_docs.ipynb #406075f1
-def doc_url(root: str | Path) -> str:
+def site_url(root: str | Path) -> str:
     "The site's published address from nbdev's settings (`doc_host` + `doc_baseurl`)."
     from nbdev.config import get_config
     cfg = get_config(Path(root))
     return (cfg.doc_host or "").rstrip("/") + "/" + (cfg.doc_baseurl or "").strip("/")
 
-def build(root: str | Path | None = None, out: str | Path | None = None, force: bool = False,
+def build_site(root: str | Path | None = None, out: str | Path | None = None, force: bool = False,
           strict: bool = True, quiet: bool = True, n_workers: int = 2) -> Path:
     "Build the docs site of the project at `root` into `out` (default `root/_build/html`); return `out`."
     from sphinx.cmd.build import build_main
@@ -226,7 +229,7 @@ def build(root: str | Path | None = None, out: str | Path | None = None, force: 
     pages = site_notebooks(root)
     proc_notebooks(root, n_workers=n_workers, force=force)
     t1 = time.time()
-    missing = stage(root/"_proc", bdir/"src", pages, doc_url(root), strict=strict)
+    missing = stage_pages(root/"_proc", bdir/"src", pages, site_url(root), strict=strict)
     for p, u in missing: print(f"ftlab docs: warning: {p} links to a missing page: {u}", file=sys.stderr)
     fetch_js(root, quiet=quiet)
     t2 = time.time()
@@ -267,7 +270,7 @@ def docs_main(argv=None) -> int:
         (root/"README.md").write_text(readme_text(root), encoding="utf-8")
         print(f"wrote {root/'README.md'}"); return 0
     t0 = time.time()
-    out = build(root, a.out, force=a.force, strict=not a.lenient, quiet=not a.verbose, n_workers=a.workers)
+    out = build_site(root, a.out, force=a.force, strict=not a.lenient, quiet=not a.verbose, n_workers=a.workers)
     n = sum(1 for _ in out.rglob("*.html"))
     print(f"built {n} HTML files into {out} in {time.time()-t0:.1f}s")
     return 0
