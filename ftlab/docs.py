@@ -179,33 +179,42 @@ def stage_pages(procdir: str | Path, stagedir: str | Path, pages: list, doc_url:
     return missing
 
 # %% ../nbs/95_docs.ipynb #6e867299
-_MATHJAX = ["tex-mml-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors"]
+_VENDOR = {  # npm package -> (folder in the package, what to take from it, where it goes under vendor/)
+    "mathjax": ("es5", ["tex-mml-chtml.js", "input/*", "output/chtml/*", "ui/*", "a11y/*", "adaptors/*"], "mathjax"),
+    "requirejs": ("", ["require.js"], "."),
+    "@jupyter-widgets/html-manager": ("dist", ["embed-amd.js", "*.woff2", "*.woff", "*.ttf"], "html-manager"),
+}
 
-def _copy(src: Path, dst: Path):
-    if src.is_dir(): shutil.copytree(src, dst, dirs_exist_ok=True)
-    else: dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy2(src, dst)
+def _extract(tgz: Path, folder: str, patterns: list, dest: Path) -> int:
+    "Extract the files of npm tarball `tgz` in `package/folder` matching `patterns` (paths relative to it) into `dest`."
+    import fnmatch, tarfile
+    prefix, n = posixpath.join("package", folder, ""), 0
+    with tarfile.open(tgz) as tf:
+        for m in tf.getmembers():
+            rel = m.name[len(prefix):]
+            if m.isfile() and m.name.startswith(prefix) and any(fnmatch.fnmatch(rel, p) for p in patterns):
+                (dest/rel).parent.mkdir(parents=True, exist_ok=True)
+                (dest/rel).write_bytes(tf.extractfile(m).read()); n += 1
+    return n
 
 def fetch_js(root: str | Path, quiet: bool = True) -> Path:
-    "Install the site's JavaScript from npm (once) and copy it into `root/docs/_static/vendor`."
+    "Download the site's JavaScript from npm (once) and extract it into `root/docs/_static/vendor`."
     docs = Path(root)/"docs"
     pkg, vendor = docs/"package.json", docs/"_static"/"vendor"
     stamp, want = vendor/".stamp", pkg.read_text(encoding="utf-8")
     if stamp.exists() and stamp.read_text(encoding="utf-8") == want: return vendor
-    nm = docs/"node_modules"
     deps = json.loads(want)["dependencies"]
-    have = all((nm/k/"package.json").exists() and json.loads((nm/k/"package.json").read_text())["version"] == v
-               for k, v in deps.items())
-    if not have:
+    packs = docs/"node_modules"/".packs"
+    tgz = {k: packs/(k.lstrip("@").replace("/", "-") + f"-{v}.tgz") for k, v in deps.items()}
+    if not all(f.exists() for f in tgz.values()):
         npm = shutil.which("npm")
         if npm is None: raise FileNotFoundError("npm is needed to fetch MathJax and the ipywidgets manager (apt-get install npm)")
-        subprocess.run([npm, "install", "--prefix", str(docs), "--no-audit", "--no-fund", "--no-package-lock",
-                        "--omit=dev", "--ignore-scripts"] + (["--silent"] if quiet else []), check=True)
+        packs.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "pack", "--pack-destination", str(packs)] + [f"{k}@{v}" for k, v in deps.items()]
+                       + (["--silent"] if quiet else []), check=True, stdout=subprocess.DEVNULL if quiet else None)
     if vendor.exists(): shutil.rmtree(vendor)
-    for f in _MATHJAX: _copy(nm/"mathjax"/"es5"/f, vendor/"mathjax"/f)
-    _copy(nm/"requirejs"/"require.js", vendor/"require.js")
-    hm = nm/"@jupyter-widgets"/"html-manager"/"dist"
-    for f in hm.iterdir():
-        if f.name == "embed-amd.js" or f.suffix in (".woff2", ".woff", ".ttf"): _copy(f, vendor/"html-manager"/f.name)
+    for k, (folder, pats, sub) in _VENDOR.items():
+        if not _extract(tgz[k], folder, pats, vendor/sub): raise FileNotFoundError(f"nothing to take from {tgz[k]}")
     stamp.write_text(want, encoding="utf-8")
     return vendor
 
