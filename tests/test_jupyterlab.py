@@ -80,6 +80,7 @@ def test_widget_cell_runs_renders_and_responds(lab):
                 page.keyboard.press("Shift+Enter")
                 return cell
 
+            run("import ipywidgets as widgets")
             cell = run("widgets.IntSlider(")
             slider = cell.locator(".jp-OutputArea-output .widget-slider")
             slider.wait_for()
