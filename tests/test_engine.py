@@ -1,0 +1,76 @@
+"""Engine tests that a notebook shows badly: several processes, and resume after a hard interrupt."""
+import json, os, subprocess, sys, tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "dist_fit_script.py"
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def _run(cmd, env_extra=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def test_two_processes_match_one(tmp_path):
+    "fit in 2 CPU processes (torchrun, gloo) ends with the same weights as 1 process with the same global batch."
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    _run([sys.executable, str(SCRIPT), one])
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+          "--master_port", str(_free_port()), str(SCRIPT), two])
+    r1, r2 = json.load(open(one + ".json")), json.load(open(two + ".json"))
+    assert (r1["world"], r2["world"]) == (1, 2), "the 2-process run did not start a process group"
+    a, b = torch.load(one + ".pt", weights_only=True), torch.load(two + ".pt", weights_only=True)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-5, f"max weight difference {diff}"
+    assert r1["metrics"]["accuracy"] == r2["metrics"]["accuracy"]
+    assert r1["losses"] == pytest.approx(r2["losses"], abs=1e-5)  # logged loss is the mean over all processes
+
+
+def test_checkpoint_is_atomic_under_kill(tmp_path):
+    "Killing a process while it writes a checkpoint leaves the previous checkpoint complete and loadable."
+    code = f"""
+import os, signal, time
+from ftlab import engine
+from ftlab.engine import fit, tiny_bert, toy_dataset
+real = engine._fsync_tree
+calls = {{"n": 0}}
+def slow(d):
+    calls["n"] += 1
+    if calls["n"] == 2:            # the second checkpoint: die half-way through writing it
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(d)
+engine._fsync_tree = slow
+fit(tiny_bert(), toy_dataset(128), max_steps=8, save_every=4, output_dir={str(tmp_path)!r}, batch_size=16, progress=False, plot=False)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    from ftlab.engine import latest_checkpoint, load_checkpoint, tiny_bert
+    ck = latest_checkpoint(tmp_path)
+    assert ck is not None and ck.name == "checkpoint-4", list(tmp_path.iterdir())
+    st = load_checkpoint(tmp_path, tiny_bert())
+    assert st["step"] == 4
+
+
+def test_resume_refuses_missing_checkpoint(tmp_path):
+    from ftlab.engine import fit, tiny_bert, toy_dataset
+    with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
+        fit(tiny_bert(), toy_dataset(32), max_steps=1, resume_from=tmp_path / "nothing", progress=False, plot=False)
+
+
+def test_pickle_checkpoint_refused(tmp_path):
+    from ftlab.engine import _load_weights, tiny_bert
+    m = tiny_bert()
+    torch.save(m.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="refuses pickle"):
+        _load_weights(m, tmp_path)
