@@ -1,0 +1,122 @@
+"Edge cases and bad input for ftlab.concepts (the notebook nbs/10_concepts shows the main path)."
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+datasets = pytest.importorskip("datasets")
+from ftlab.concepts import (budget_indices, frozen_features, fresh_head_like, gaps, head_param_groups, label_budget_subsets,
+                            learning_curve, linear_probe, plot_confusion, random_init_like, summarize, tfidf_baseline)
+from ftlab.engine import tiny_bert, toy_dataset
+
+
+@settings(max_examples=60, deadline=None)
+@given(n0=st.integers(1, 300), n1=st.integers(1, 300), n2=st.integers(0, 50), seed=st.integers(0, 10_000), data=st.data())
+def test_budgets_nested_and_stratified(n0, n1, n2, seed, data):
+    y = np.random.default_rng(seed).permutation(np.array([0] * n0 + [1] * n1 + [2] * n2))
+    k = len(np.unique(y))
+    budgets = data.draw(st.lists(st.integers(k, len(y)), min_size=1, max_size=6))
+    bi = budget_indices(y, budgets, seed)
+    assert list(bi) == sorted(set(budgets))
+    prev = set()
+    for b, idx in bi.items():
+        assert len(idx) == b and len(set(idx)) == b and idx == sorted(idx)
+        assert prev <= set(idx)                                   # nested
+        prev = set(idx)
+        for c in np.unique(y):                                    # stratified: within one of the exact share
+            assert abs((y[idx] == c).sum() - b * (y == c).mean()) <= 1 + 1e-9
+
+
+def test_budget_errors_speak():
+    y = [0, 1] * 10
+    with pytest.raises(ValueError, match=r"Budget 21 is larger than the pool \(20 examples\)"): budget_indices(y, [8, 21])
+    with pytest.raises(ValueError, match="smaller than the number of classes"): budget_indices(y, [1])
+    with pytest.raises(ValueError, match="positive integer"): budget_indices(y, [0])
+    with pytest.raises(ValueError, match="positive integer"): budget_indices(y, [4.0])
+    with pytest.raises(ValueError, match="positive integer"): budget_indices(y, [True])
+    with pytest.raises(ValueError, match="budgets is empty"): budget_indices(y, [])
+
+
+def test_budget_whole_pool_and_seeds():
+    y = np.array([0] * 30 + [1] * 10)
+    assert budget_indices(y, [40])[40] == list(range(40))
+    assert budget_indices(y, [8], seed=1) == budget_indices(y, [8], seed=1)
+    assert any(budget_indices(y, [8], seed=0)[8] != budget_indices(y, [8], seed=s)[8] for s in range(1, 5))
+
+
+def test_label_budget_subsets_columns():
+    ds = datasets.Dataset.from_dict(dict(text=[f"t{i}" for i in range(12)], label=[0, 1] * 6))
+    subs = label_budget_subsets(ds, [4, 8], seed=0, label_col="label")
+    assert [len(s) for s in subs.values()] == [4, 8]
+    assert set(subs[4]["text"]) <= set(subs[8]["text"])
+    with pytest.raises(ValueError, match="Pass label_col='label'"): label_budget_subsets(ds, [4])
+    with pytest.raises(ValueError, match="larger than the pool"): label_budget_subsets(ds, [13], label_col="label")
+
+
+def test_random_init_and_fresh_head():
+    m = tiny_bert(seed=0)
+    r = random_init_like(m, seed=5)
+    assert type(r) is type(m) and r.config.to_dict() == m.config.to_dict()
+    assert all(torch.equal(a, b) for a, b in zip(r.state_dict().values(), random_init_like(m, seed=5).state_dict().values()))
+    assert not torch.equal(r.bert.embeddings.word_embeddings.weight, m.bert.embeddings.word_embeddings.weight)
+    h = fresh_head_like(m, seed=1)
+    assert torch.equal(h.bert.encoder.layer[0].output.dense.weight, m.bert.encoder.layer[0].output.dense.weight)
+    assert not torch.equal(h.classifier.weight, m.classifier.weight) and torch.all(h.classifier.bias == 0)
+    assert h is not m and not torch.equal(h.classifier.weight, fresh_head_like(m, seed=2).classifier.weight)
+    with pytest.raises(TypeError, match="needs a transformers model"): random_init_like(torch.nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="no task head"): fresh_head_like(m.bert)
+
+
+def test_head_param_groups_cover_every_parameter_once():
+    m = tiny_bert()
+    groups = head_param_groups(m, lr=1e-4, head_lr=1e-2)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in m.parameters()) and len(ids) == len(set(ids))
+    head = {id(p) for p in m.classifier.parameters()}
+    for g in groups:
+        assert g["lr"] == (1e-2 if id(g["params"][0]) in head else 1e-4)
+        assert all((id(p) in head) == (id(g["params"][0]) in head) for p in g["params"])
+
+
+def test_frozen_features_order_and_pooling():
+    m = tiny_bert(); ds = toy_dataset(20)
+    f = frozen_features(m, ds)
+    assert f.shape == (20, m.config.hidden_size)
+    one = frozen_features(m, ds.select([7]))
+    np.testing.assert_allclose(f[7], one[0], atol=1e-5)         # dataset order, padding does not leak into the mean
+    assert not np.allclose(frozen_features(m, ds, pooling="cls"), f)
+    with pytest.raises(ValueError, match="pooling must be"): frozen_features(m, ds, pooling="max")
+
+
+def test_probe_cache_and_curve_rows():
+    train, test = toy_dataset(96), toy_dataset(32, seed=1)
+    probe = linear_probe(tiny_bert(), C=1.0)
+    lc = learning_curve(probe, [16, 48], [0, 1], train, test, "probe", verbose=False)
+    assert len(lc) == 4 and set(lc.columns) >= {"strategy", "budget", "seed", "accuracy", "macro_f1", "fit_s", "confusion"}
+    assert all(c.sum() == len(test) and c.shape == (2, 2) for c in lc.confusion)
+    assert len(probe.cache) <= len(set(map(tuple, train["input_ids"]))) + len(set(map(tuple, test["input_ids"])))
+    s = summarize(lc)
+    assert list(s.seeds) == [2, 2] and (s["std"] >= 0).all()
+
+
+def test_gaps_pairs_seeds():
+    rows = [dict(strategy=s, budget=b, seed=k, accuracy=a, fit_s=0.0)
+            for s, base in [("a", 0.8), ("b", 0.5)] for b in (32, 64) for k, a in enumerate([base, base + 0.1])]
+    g = gaps(pd.DataFrame(rows), "a", "b")
+    np.testing.assert_allclose(g.gap_points, [30, 30]); np.testing.assert_allclose(g.min_gap_points, [30, 30])
+    with pytest.raises(ValueError, match="No strategy 'c'"): gaps(pd.DataFrame(rows), "a", "c")
+
+
+def test_tfidf_needs_text_and_learns_words():
+    words = datasets.Dataset.from_dict(dict(text=["a great film", "a bad film", "great", "bad"] * 5, labels=[1, 0, 1, 0] * 5))
+    p = tfidf_baseline(words, words)
+    assert (p.preds == p.labels).all()
+    with pytest.raises(ValueError, match="needs a 'text' column"): tfidf_baseline(toy_dataset(8), toy_dataset(8))
+
+
+def test_plot_confusion_unknown_budget():
+    import matplotlib; matplotlib.use("Agg")
+    df = pd.DataFrame([dict(strategy="s", budget=32, seed=0, accuracy=.5, fit_s=0., confusion=np.array([[3, 1], [2, 4]]))])
+    assert len(plot_confusion(df, "s", 32).texts) == 4
+    with pytest.raises(ValueError, match=r"budgets run: \[32\]"): plot_confusion(df, "s", 64)
