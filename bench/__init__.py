@@ -1,0 +1,1 @@
+"ftlab benchmarks: `python -m bench` (see bench/README.md)."
