@@ -1,0 +1,87 @@
+"""Notebook budgets (issue 6): each notebook < 3 min and the suite < 15 min on 2 idle cores, peak RSS < 6 GB.
+
+What this checks, honestly: the numbers that `python -m bench.notebooks` recorded in
+bench/results/notebooks.csv (git-ignored), for notebooks whose fast-profile code is *unchanged*
+since they were measured (the CSV keeps a hash of the code cells that run). It does not run any
+notebook itself, so CI never runs the notebooks twice: CI records the timings in the same pass that
+tests the notebooks (`python -m bench.notebooks --engine nbdev` runs each notebook exactly as
+nbdev-test does) and this test reads them. Without a CSV, or for notebooks measured at another
+version, it skips and says so.
+
+Time is compared as a ratio to a reference matmul workload timed in the same run just before and
+after each notebook (`time_ratio = wall / ref`), converted to seconds on the reference machine
+(2 idle cores, fp32 matmul ≈ 90 GFLOP/s): `idle_equiv_s = time_ratio × REF_IDLE_S`. On a loaded
+machine both slow down, roughly together; the proxy is imperfect (a notebook is not all matmul),
+so the time budgets carry a noise allowance (TIME_TOLERANCE). Memory is not normalised and has no
+allowance.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import notebooks as B  # noqa: E402
+
+TIME_TOLERANCE = 0.25   # 25% over budget is still noise; more is a regression
+
+
+def _recorded():
+    if not B.CSV.exists(): return None
+    from bench.common import read_csv
+    return {r["notebook"]: r for r in read_csv(B.CSV)}
+
+
+NOTEBOOKS = [str(p.relative_to(ROOT)) for p in B.notebooks()]
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    rec = _recorded()
+    if rec is None:
+        pytest.skip(f"no recorded notebook timings ({B.CSV.relative_to(ROOT)} is absent): run `python -m bench.notebooks` "
+                    f"(or `--engine nbdev` in CI, in place of nbdev-test) to record them; this test never runs notebooks itself")
+    return rec
+
+
+def _fresh(rec, nb):
+    r = rec.get(nb)
+    if r is None: pytest.skip(f"{nb}: not in {B.CSV.name}; run `python -m bench.notebooks {nb}`")
+    if r["sha"] != B.nb_sha(ROOT / nb):
+        pytest.skip(f"{nb}: recorded for other code (sha {r['sha']}, now {B.nb_sha(ROOT / nb)}); re-run `python -m bench.notebooks {nb}`")
+    return r
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_notebook_time_budget(recorded, nb):
+    r = _fresh(recorded, nb)
+    assert r["status"] == "ok", f"{nb} did not finish when measured ({r['status']}): {r.get('error')}"
+    limit = B.BUDGET_NOTEBOOK_S * (1 + TIME_TOLERANCE)
+    assert float(r["idle_equiv_s"]) <= limit, (
+        f"{nb}: {float(r['wall_s']):.0f}s wall = {float(r['time_ratio']):.0f}× the reference matmul ({float(r['ref_s']):.3f}s), "
+        f"≈{float(r['idle_equiv_s']):.0f}s on 2 idle cores; budget {B.BUDGET_NOTEBOOK_S:.0f}s (+{TIME_TOLERANCE:.0%} noise)")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_notebook_memory_budget(recorded, nb):
+    r = _fresh(recorded, nb)
+    peak = max(float(r["peak_rss_mb"]), float(r["max_hwm_mb"]))
+    assert peak < B.BUDGET_RSS_MB, f"{nb}: peak RSS {peak:.0f} MB ≥ budget {B.BUDGET_RSS_MB:.0f} MB"
+
+
+def test_suite_time_budget(recorded):
+    fresh = {nb: recorded[nb] for nb in NOTEBOOKS if nb in recorded and recorded[nb]["sha"] == B.nb_sha(ROOT / nb)}
+    missing = sorted(set(NOTEBOOKS) - set(fresh))
+    if missing: pytest.skip(f"suite budget needs fresh timings of every notebook; missing or stale: {', '.join(missing)}")
+    total = sum(float(r["idle_equiv_s"]) for r in fresh.values())
+    assert total <= B.BUDGET_SUITE_S * (1 + TIME_TOLERANCE), f"suite ≈{total:.0f}s on 2 idle cores; budget {B.BUDGET_SUITE_S:.0f}s"
+
+
+def test_budget_arithmetic():
+    "The reference conversion itself (no recorded data needed)."
+    assert B.REF_IDLE_S == pytest.approx(8 * 2 * 1024**3 / 90e9)
+    nb = {"cells": [{"cell_type": "code", "source": "#| slow\nx=1"}, {"cell_type": "code", "source": "#| export\ny=2"},
+                    {"cell_type": "code", "source": "#|gpu\nz=3"}, {"cell_type": "code", "source": "#| eval: false\nw=4"},
+                    {"cell_type": "markdown", "source": "#| slow"}]}
+    assert B.runnable_cells(nb, ["notest", "gpu", "slow"]) == [1]
