@@ -33,11 +33,17 @@ def site_notebooks(root: str | Path) -> list[Path]:
 def _proc_one(args):
     "Worker: run nbdev's docs processors on one notebook (in its own process)."
     src, dst = map(Path, args)
+    # A spawned worker inherits the parent's sys.argv (`ftlab docs ...`): a notebook cell that calls
+    # a CLI's main() under `if __name__ == "__main__"` (nbdev runs exported cells as __main__) would
+    # start another build from inside this one. Neutral arguments, and `build_site` refuses to nest.
+    sys.argv = [sys.argv[0]]
+    os.environ["FTLAB_DOCS_WORKER"] = "1"
     import nbdev.serve_drv
     from nbdev.processors import FilterDefaults
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp")
-    nbdev.serve_drv.main((src, tmp, FilterDefaults))
+    try: nbdev.serve_drv.main((src, tmp, FilterDefaults))
+    except BaseException as e: raise RuntimeError(f"nbdev could not process {src.name}: {type(e).__name__}: {e}") from None
     tmp.replace(dst)
     return str(dst)
 
@@ -228,6 +234,8 @@ def site_url(root: str | Path) -> str:
 def build_site(root: str | Path | None = None, out: str | Path | None = None, force: bool = False,
           strict: bool = True, quiet: bool = True, n_workers: int = 2) -> Path:
     "Build the docs site of the project at `root` into `out` (default `root/_build/html`); return `out`."
+    if os.environ.get("FTLAB_DOCS_WORKER"):
+        raise RuntimeError("a notebook started a docs build while nbdev was processing it (a CLI main() run at import?)")
     from sphinx.cmd.build import build_main
     root = project_root(root)
     bdir = root/"_build"
@@ -279,7 +287,9 @@ def docs_main(argv=None) -> int:
         (root/"README.md").write_text(readme_text(root), encoding="utf-8")
         print(f"wrote {root/'README.md'}"); return 0
     t0 = time.time()
-    out = build_site(root, a.out, force=a.force, strict=not a.lenient, quiet=not a.verbose, n_workers=a.workers)
+    try: out = build_site(root, a.out, force=a.force, strict=not a.lenient, quiet=not a.verbose, n_workers=a.workers)
+    except RuntimeError as e:
+        print(f"ftlab docs: error: {e}", file=sys.stderr); return 1
     n = sum(1 for _ in out.rglob("*.html"))
     print(f"built {n} HTML files into {out} in {time.time()-t0:.1f}s")
     return 0
