@@ -176,6 +176,8 @@ def main(argv=None):
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--variants", nargs="+", default=["fit", "bare", "fit_fused", "bare_fused"])
+    ap.add_argument("--no-profile", action="store_true", help="skip the torch.profiler GPU-busy measurement")
     ap.add_argument("--compile", action="store_true", help="also time fit on torch.compile(model) (slow to compile)")
     ap.add_argument("--compile-if-under", type=float, default=300, help="skip --compile if this many seconds have passed")
     ap.add_argument("--smoke", action="store_true", help="tiny model, CPU allowed: check the code path")
@@ -211,7 +213,7 @@ def main(argv=None):
     for bs in a.batch_sizes:
         ds = synthetic(bs * (a.warmup + a.steps), a.seq, cfg.vocab_size)
         tokens = bs * a.seq * a.steps
-        for variant in ("fit", "bare", "fit_fused", "bare_fused"):
+        for variant in a.variants:
             try:
                 m = copy.deepcopy(base)
                 if variant.startswith("fit"):
@@ -231,7 +233,7 @@ def main(argv=None):
             del m
             if cuda: torch.cuda.empty_cache()
     prof_rows = []
-    if cuda:
+    if cuda and not a.no_profile:
         bs = a.batch_sizes[min(1, len(a.batch_sizes) - 1)]
         try:
             busy, prof_rows = gpu_busy(copy.deepcopy(base), synthetic(bs * 8, a.seq, cfg.vocab_size), bs)
