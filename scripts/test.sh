@@ -15,6 +15,7 @@ t0=$(date +%s)
 ftlab fetch all
 echo "assets ready in $(( $(date +%s) - t0 ))s"
 t0=$(date +%s)
-nbdev-test --timing --n_workers "${NBDEV_WORKERS:-2}"
+# one notebook at a time: each gets both cores, as a reader's laptop would (2 workers x 2 torch threads thrash)
+nbdev-test --timing --n_workers "${NBDEV_WORKERS:-1}"
 echo "notebooks passed in $(( $(date +%s) - t0 ))s"
 python -m pytest "$@"
