@@ -29,6 +29,7 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check that everything runs (numbers meaningless)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds of the throughput comparison")
+    ap.add_argument("--steps", type=int, help="timed steps per run (both tasks; warm-up steps unchanged)")
     ap.add_argument("--no-lm", action="store_true", help="skip SmolLM2 (LoRA training and generation)")
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
     a = ap.parse_args(argv)
@@ -45,6 +46,8 @@ def main(argv=None):
     from bench import throughput as T
     cfg = CONFIG["quick" if a.quick else "default"]
     rounds = a.rounds or cfg["rounds"]
+    if a.steps:
+        cfg = {**cfg, "cls": {**cfg["cls"], "steps": cfg["cls"]["warmup"] + a.steps}, "lm": {**cfg["lm"], "steps": cfg["lm"]["warmup"] + a.steps}}
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     T0 = time.time(); log = lambda s: print(s, flush=True)
     info = C.machine(); log(f"machine: {info}")

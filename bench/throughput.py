@@ -8,7 +8,7 @@ gradient clipping. Runs are interleaved (A B C A B C …); each run's first `war
 timed. Throughput counts real (non-pad) tokens.
 """
 from __future__ import annotations
-import copy, math, tempfile, time, warnings
+import contextlib, copy, io, math, tempfile, time, warnings
 
 import torch
 
@@ -111,7 +111,7 @@ def run_trainer(spec, cfg, order):
         t0 = time.perf_counter()
         tr = PlanTrainer(model=model, args=args, train_dataset=spec["ds"], data_collator=coll, processing_class=spec["tok"],
                          callbacks=[clock])
-        out = tr.train()
+        with contextlib.redirect_stdout(io.StringIO()): tr.train()  # Trainer prints its log dicts
         wall = time.perf_counter() - t0
     logs = [h["loss"] for h in tr.state.log_history if "loss" in h]
     return dict(t=clock.t, wall=wall, t0=t0, model=tr.model, last_loss=float(logs[-1]) if logs else float("nan"))
