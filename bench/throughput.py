@@ -76,8 +76,8 @@ def run_fit(spec, cfg, fused=False):
     from ftlab.engine import Callback, fit
     class Clock(Callback):
         def __init__(self): self.t = []
-        def on_step_end(self, state): self.t.append(time.perf_counter())
-    clock = Clock(); model = fresh_model(spec)
+        def on_step_end(self, state): self.t.append(time.perf_counter()); self.c.append(time.process_time())
+    clock = Clock(); clock.c = []; model = fresh_model(spec)
     kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
     t0 = time.perf_counter()
     res = fit(model, spec["ds"], task=spec["task"], max_steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -85,7 +85,7 @@ def run_fit(spec, cfg, fused=False):
               plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0, **kw)
     wall = time.perf_counter() - t0
     last = res.history[res.history.split == "train"].loss.iloc[-1]
-    return dict(t=clock.t, wall=wall, t0=t0, model=res.model, last_loss=float(last))
+    return dict(t=clock.t, c=clock.c, wall=wall, t0=t0, model=res.model, last_loss=float(last))
 
 
 def run_trainer(spec, cfg, order):
@@ -94,11 +94,11 @@ def run_trainer(spec, cfg, order):
     from transformers.utils import logging as hf_logging
     class Clock(TrainerCallback):
         def __init__(self): self.t = []
-        def on_step_end(self, args, state, control, **kw): self.t.append(time.perf_counter())
+        def on_step_end(self, args, state, control, **kw): self.t.append(time.perf_counter()); self.c.append(time.process_time())
     class PlanTrainer(Trainer):
         "Trainer fed the same example order as fit (a list is a valid sampler)."
         def _get_train_sampler(self, train_dataset=None): return order
-    clock = Clock(); model = fresh_model(spec)
+    clock = Clock(); clock.c = []; model = fresh_model(spec)
     coll = (DataCollatorForSeq2Seq(spec["tok"], padding=True, label_pad_token_id=-100) if spec["task"] == "lm"
             else DataCollatorWithPadding(spec["tok"]))
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
@@ -114,7 +114,7 @@ def run_trainer(spec, cfg, order):
         with contextlib.redirect_stdout(io.StringIO()): tr.train()  # Trainer prints its log dicts
         wall = time.perf_counter() - t0
     logs = [h["loss"] for h in tr.state.log_history if "loss" in h]
-    return dict(t=clock.t, wall=wall, t0=t0, model=tr.model, last_loss=float(logs[-1]) if logs else float("nan"))
+    return dict(t=clock.t, c=clock.c, wall=wall, t0=t0, model=tr.model, last_loss=float(logs[-1]) if logs else float("nan"))
 
 
 def run_bare(spec, cfg, cols, plan):
@@ -127,7 +127,7 @@ def run_bare(spec, cfg, cols, plan):
     t0 = time.perf_counter()
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg["wd"]), lr=cfg["lr"], weight_decay=cfg["wd"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, (total - t) / total))
-    ts, pending, last = [], [], float("nan")
+    ts, cs, pending, last = [], [], [], float("nan")
     for s in range(total):
         idx = plan[s]
         batch = {k: v.to(dev, non_blocking=True) for k, v in collate({k: [c[j] for j in idx] for k, c in cols.items()}).items()}
@@ -137,9 +137,9 @@ def run_bare(spec, cfg, cols, plan):
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         pending.append(loss.detach())
         if (s + 1) % 10 == 0 or s + 1 == total: last = float(torch.stack(pending).mean()); pending = []
-        ts.append(time.perf_counter())
+        ts.append(time.perf_counter()); cs.append(time.process_time())
     sync(dev)
-    return dict(t=ts, wall=time.perf_counter() - t0, t0=t0, model=model, last_loss=last)
+    return dict(t=ts, c=cs, wall=time.perf_counter() - t0, t0=t0, model=model, last_loss=last)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -164,13 +164,14 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
             t = out["t"]
             if len(t) != S: raise RuntimeError(f"{c}: recorded {len(t)} steps, expected {S}")
             dt = t[-1] - t[W - 1] if W else t[-1] - out["t0"]
+            cpu = out["c"][-1] - out["c"][W - 1] if W else float("nan")
             row = dict(task=spec["name"], round=r, contender=c, batch_size=cfg["batch_size"], timed_steps=S - W,
-                       time_s=dt, step_ms=1000 * dt / (S - W), samples_per_s=n_samples / dt, tokens_per_s=n_tok / dt,
+                       time_s=dt, step_ms=1000 * dt / (S - W), cpu_ms_per_step=1000 * cpu / (S - W), samples_per_s=n_samples / dt, tokens_per_s=n_tok / dt,
                        padded_tokens_per_s=n_padded / dt, pad_fraction=1 - n_tok / n_padded, call_wall_s=out["wall"],
                        setup_s=(t[0] - out["t0"]), last_loss=out["last_loss"], threads=torch.get_num_threads())
             rows.append(row)
             log(f"  {spec['name']:<13} round {r} {c:<10} {row['samples_per_s']:8.1f} samples/s  {row['tokens_per_s']:9.1f} tok/s  "
-                f"step {row['step_ms']:7.1f} ms  loss {row['last_loss']:.4f}")
+                f"step {row['step_ms']:7.1f} ms (cpu {row['cpu_ms_per_step']:7.1f} ms)  loss {row['last_loss']:.4f}")
             if c == "fit": fit_model = out["model"]
             if c == "bare": bare_model = out["model"]
             del out
@@ -194,8 +195,10 @@ def summarize(rows) -> list[dict]:
                      samples_per_s=median(r["samples_per_s"] for r in by[c].values()),
                      tokens_per_s=median(r["tokens_per_s"] for r in by[c].values()),
                      step_ms=median(r["step_ms"] for r in by[c].values()),
+                     cpu_ms_per_step=median(r["cpu_ms_per_step"] for r in by[c].values()),
                      setup_s=median(r["setup_s"] for r in by[c].values()))
             if "fit" in by and c != "fit":
                 d["fit_over_this"] = median(by["fit"][k]["samples_per_s"] / by[c][k]["samples_per_s"] for k in by[c] if k in by["fit"])
+                d["fit_over_this_cpu"] = median(by[c][k]["cpu_ms_per_step"] / by["fit"][k]["cpu_ms_per_step"] for k in by[c] if k in by["fit"])
             out.append(d)
     return out
