@@ -231,3 +231,23 @@ def test_offline_hub_id_gets_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(AssetError, match="without internet, use an ftlab asset"):
         load_encoder("someone/not-cached-model-xyz")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.text(max_size=200), st.sampled_from(["", "   ", "\t\n", "good bad ugly wonderful", "naïve café 😀 terrible!!"])),
+                min_size=1, max_size=6), st.integers(4, 48))
+def test_token_label_alignment_any_text(tok, texts, max_length):
+    "Weak token labels: one label per word on its first WordPiece, -100 on special tokens and continuations."
+    from ftlab.finetune import weak_token_dataset, weak_word_tags
+    ds = weak_token_dataset(texts, tok, max_length=max_length)
+    assert len(ds) == len(texts)
+    for text, row in zip(texts, ds):
+        ids, labels = row["input_ids"], row["labels"]
+        assert len(ids) == len(labels) == len(row["attention_mask"]) <= max_length
+        assert labels[0] == -100 and labels[-1] == -100          # [CLS] ... [SEP]
+        words, tags = weak_word_tags(text)
+        kept = [l for l in labels if l != -100]
+        assert len(kept) <= len(words)
+        it = iter(tags)                                             # words the tokenizer drops (control characters) get no
+        assert all(any(k == t for t in it) for k in kept)          # label; the others keep their tag, in order
+        assert set(kept) <= {0, 1, 2}
