@@ -15,7 +15,10 @@ t0=$(date +%s)
 ftlab fetch all
 echo "assets ready in $(( $(date +%s) - t0 ))s"
 t0=$(date +%s)
-# one notebook at a time: each gets both cores, as a reader's laptop would (2 workers x 2 torch threads thrash)
-nbdev-test --timing --n_workers "${NBDEV_WORKERS:-1}"
+# Every notebook through nbdev's own test runner (nbdev.test.test_nb with pyproject's tst_flags, exactly what
+# nbdev-test runs), one at a time in a fresh process so each gets both cores as on a reader's laptop; the
+# runner also records each notebook's time and peak memory in bench/results/notebooks.csv, which
+# tests/test_budgets.py then checks against the budgets (exit status 1 if any notebook fails).
+python -m bench.notebooks --engine nbdev
 echo "notebooks passed in $(( $(date +%s) - t0 ))s"
 python -m pytest "$@"
