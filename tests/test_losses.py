@@ -10,8 +10,17 @@ from ftlab.losses import (CRF, bce_with_logits, combined_loss, crf_nll, cross_en
                           mae, masked_lm_loss, mse, pack_left, viterbi_decode)
 from ftlab.optim import SGD, Adam, AdamW
 
-torch.set_num_threads(1)
 fast = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    "Tiny tensors: one thread is faster. Restored afterwards, so other test modules keep torch's default."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------- bad inputs: clear errors

@@ -139,8 +139,11 @@ def test_epoch_batches_is_a_partition(lengths, bs, epoch, grouped):
 def test_sigterm_mid_training_then_resume_is_bit_identical(tmp_path):
     "A run killed by SIGTERM resumes from its last checkpoint and ends bit-identical to an uninterrupted run."
     kw = dict(epochs=2, batch_size=16, lr=3e-3, log_every=3, eval_every=8, save_every=4, scheduler="linear", warmup=0.1, **QUIET)
+    # The child must use the parent's thread count: a matmul split over a different number of threads sums in another
+    # order, and "bit-identical" would then be false for a reason that has nothing to do with resuming.
     code = f"""
-import os, signal
+import os, signal, torch
+torch.set_num_threads({torch.get_num_threads()})
 from ftlab.engine import Callback, fit, tiny_bert, toy_dataset
 class Term(Callback):
     def on_step_end(self, state):
