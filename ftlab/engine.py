@@ -567,6 +567,11 @@ def check_data(cols: dict, task: str, model=None, name: str = "training") -> Non
         raise ValueError(f"The training labels contain a single class ({lo}) in {n} examples: a classifier cannot learn from one class. "
                          f"Check the split or filter that produced the data.")
 
+def _release(acc, *objs):
+    "Forget what `acc.prepare` registered for this run: the shared Accelerator would otherwise keep every fitted model alive."
+    for reg in (acc._models, acc._optimizers, acc._schedulers, acc._dataloaders):
+        reg[:] = [o for o in reg if not any(o is x for x in objs)]
+
 def fit(model,                            # a `transformers` model or any module taking the batch's keys
         train_ds,                         # tokenized training `Dataset` (see `tokenize`)
         eval_ds=None,                     # tokenized evaluation `Dataset`, or None
@@ -702,6 +707,7 @@ def fit(model,                            # a `transformers` model or any module
         if eval_ds is not None and (last_eval is None or state.history[-1].get("split") != "eval"): last_eval = do_eval()
     finally:
         train_time = time.time() - t0
+        _release(acc, model, opt)
     fire("on_fit_end")
     model = acc.unwrap_model(model)
     hist = pd.DataFrame(state.history)

@@ -74,3 +74,15 @@ def test_pickle_checkpoint_refused(tmp_path):
     torch.save(m.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="refuses pickle"):
         _load_weights(m, tmp_path)
+
+
+def test_fit_does_not_keep_models_alive():
+    "The Accelerator is shared between runs; a finished fit must not leave its model and optimizer registered in it."
+    import gc, weakref
+    from ftlab.engine import fit, get_accelerator, tiny_bert, toy_dataset
+    m = tiny_bert(); ref = weakref.ref(m)
+    r = fit(m, toy_dataset(32), max_steps=2, batch_size=16, progress=False, plot=False)
+    acc = get_accelerator()
+    assert not any(x is m for x in acc._models) and not acc._optimizers
+    del m, r; gc.collect()
+    assert ref() is None, "the fitted model is still referenced after fit returned and the caller dropped it"
