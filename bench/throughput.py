@@ -105,7 +105,7 @@ def run_trainer(spec, cfg, order):
         warnings.simplefilter("ignore"); hf_logging.set_verbosity_error()
         args = TrainingArguments(output_dir=d, per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"],
                                  learning_rate=cfg["lr"], weight_decay=cfg["wd"], lr_scheduler_type="linear", warmup_steps=0,
-                                 max_grad_norm=1.0, logging_steps=10, save_strategy="no", report_to="none",
+                                 max_grad_norm=1.0, logging_steps=min(10, cfg["steps"]), save_strategy="no", report_to="none",
                                  disable_tqdm=True, seed=0, dataloader_num_workers=0, optim=cfg.get("trainer_optim", "adamw_torch_fused"),
                                  bf16=cfg.get("bf16", False))
         t0 = time.perf_counter()

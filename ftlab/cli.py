@@ -7,6 +7,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/cli.html.md"""
 # %% ../nbs/90_cli.ipynb #3f4b97c8
 from __future__ import annotations
 import importlib, sys
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMMANDS', 'main']
@@ -43,3 +44,6 @@ def main(argv=None) -> int:
         print(f"ftlab {cmd}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"ftlab {cmd}: interrupted.", file=sys.stderr); return 130
+
+# %% ../nbs/90_cli.ipynb #f5c8678e
+if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py": sys.exit(main())

@@ -633,6 +633,9 @@ def fit(model,                            # a `transformers` model or any module
     # also copy each bf16/fp16 output (for an LM, batch x seq x vocab logits) to a new fp32 tensor on every step
     raw = acc.unwrap_model(model, keep_fp32_wrapper=True)
     if getattr(raw, "_original_forward", None) is not None: raw.forward = raw._original_forward
+    # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
+    mcfg = getattr(raw, "config", None); cache_was = getattr(mcfg, "use_cache", None)
+    if cache_was: mcfg.use_cache = False
     sched = make_scheduler(opt, scheduler, total, warmup)
     state = TrainState(model, opt, sched, acc, total, steps_per_epoch, n_epochs)
     running = dict(loss=0.0, n=0)
@@ -708,6 +711,7 @@ def fit(model,                            # a `transformers` model or any module
     finally:
         train_time = time.time() - t0
         _release(acc, model, opt)
+        if cache_was: mcfg.use_cache = cache_was
     fire("on_fit_end")
     model = acc.unwrap_model(model)
     hist = pd.DataFrame(state.history)

@@ -493,6 +493,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         if suf == ".csv": return pd.read_csv(path, keep_default_na=False, na_values=[""])
         if suf in (".jsonl", ".ndjson"): return pd.read_json(path, lines=True, dtype=False)
         if suf == ".json": return pd.read_json(path, dtype=False)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}). Re-save it as UTF-8, "
+                         f"e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`.") from None
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"could not read {path} as {suf[1:].upper()}: {e}") from None
     raise ValueError(f"unsupported file type {suf!r} for {path}; use .csv or .jsonl (one JSON object per line).")

@@ -86,3 +86,19 @@ def test_fit_does_not_keep_models_alive():
     assert not any(x is m for x in acc._models) and not acc._optimizers
     del m, r; gc.collect()
     assert ref() is None, "the fitted model is still referenced after fit returned and the caller dropped it"
+
+
+def test_fit_turns_the_kv_cache_off_while_training_and_restores_it():
+    "Training never reads a KV cache (Trainer also sets use_cache=False); generation afterwards wants it back."
+    import datasets
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from ftlab.engine import Callback, fit
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, use_cache=True))
+    seen = []
+    class Look(Callback):
+        def on_step_end(self, state): seen.append(m.config.use_cache)
+    ids = [[1, 5, 6, 7, 8, 9][: 3 + i % 4] for i in range(16)]
+    ds = datasets.Dataset.from_dict(dict(input_ids=ids, attention_mask=[[1] * len(i) for i in ids], labels=ids))
+    fit(m, ds, task="lm", max_steps=2, batch_size=8, progress=False, plot=False, callbacks=[Look()])
+    assert seen == [False, False] and m.config.use_cache is True

@@ -45,6 +45,14 @@ def test_empty_file(tmp_path, capsys):
     _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")], "could not read")
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_not_utf8(tmp_path, capsys, suffix):
+    p = tmp_path / f"latin1{suffix}"
+    rows = "text,label\nun film très émouvant,pos\n" if suffix == ".csv" else '{"text": "très émouvant", "label": "pos"}\n'
+    p.write_bytes(rows.encode("latin-1"))
+    _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")], "is not UTF-8", "offset", "iconv")
+
+
 def test_missing_columns(tmp_path, capsys):
     p = _csv(tmp_path, review=[t for t, _ in ROWS], stars=[y for _, y in ROWS])
     err = _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")], "no column 'text' or 'label'", "--text-col")
@@ -130,3 +138,11 @@ def test_train_on_a_file_saves_and_reloads(tmp_path, capsys, strategy):
     torch.testing.assert_close(predict_logits(m1, tok1, texts), predict_logits(m2, tok2, texts), rtol=0, atol=0)
     if strategy == "head":
         assert m1.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_python_dash_m():
+    "`python -m ftlab.cli` runs the same command as `ftlab`, with the same exit statuses."
+    ok = subprocess.run([sys.executable, "-m", "ftlab.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "usage: ftlab COMMAND" in ok.stdout, (ok.returncode, ok.stdout, ok.stderr[-1000:])
+    bad = subprocess.run([sys.executable, "-m", "ftlab.cli", "no-such-command"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
