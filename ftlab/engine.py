@@ -629,43 +629,49 @@ def fit(model,                            # a `transformers` model or any module
     groups = param_groups if param_groups is not None else _param_groups(model, lr, weight_decay)
     opt = optimizer(groups) if optimizer is not None else _adamw(groups, lr, weight_decay)
     model, opt = acc.prepare(model, opt)
-    # fit and evaluate run every forward under acc.autocast() themselves; Accelerate's mixed-precision wrapper would
-    # also copy each bf16/fp16 output (for an LM, batch x seq x vocab logits) to a new fp32 tensor on every step
-    raw = acc.unwrap_model(model, keep_fp32_wrapper=True)
-    if getattr(raw, "_original_forward", None) is not None: raw.forward = raw._original_forward
-    # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
-    mcfg = getattr(raw, "config", None); cache_was = getattr(mcfg, "use_cache", None)
-    if cache_was: mcfg.use_cache = False
-    sched = make_scheduler(opt, scheduler, total, warmup)
-    state = TrainState(model, opt, sched, acc, total, steps_per_epoch, n_epochs)
-    running = dict(loss=0.0, n=0)
-    if resume_from is not None:
-        st = load_checkpoint(resume_from, model, opt, sched, acc)
-        state.step, state.history, running = st["step"], st["history"], st["running"]
-    cbs = sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
-                 key=lambda c: c.order)
-    def fire(hook, *a):
-        for c in cbs: getattr(c, hook)(state, *a)
-    def do_eval():
-        m = evaluate(model, eval_ds, task, eval_batch_size, collate, tokenizer, predict_fn, metrics, acc)
-        state.history.append(dict(step=state.step, epoch=round(state.step / steps_per_epoch, 4), split="eval", **m))
-        fire("on_evaluate", m); return m
-    def checkpoint():
-        p = Path(output_dir)/f"checkpoint-{state.step}"
-        save_checkpoint(p, model, opt, sched, dict(step=state.step, history=state.history, running=running, seed=seed), acc)
-        if acc.is_main_process and save_total_limit:
-            old = sorted((c for c in Path(output_dir).glob("checkpoint-*") if c.name.split("-")[-1].isdigit()), key=lambda c: int(c.name.split("-")[-1]))
-            for c in old[:-save_total_limit]: shutil.rmtree(c, ignore_errors=True)
-    def diverged(value):
-        last = latest_checkpoint(output_dir) if output_dir else None
-        raise TrainingDiverged(f"The training loss became {value} at or before step {state.step}. "
-                               + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
-                               + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
-                                 "add warm-up, or check the data for extreme or invalid labels.")
-    rank, world = acc.process_index, acc.num_processes
-    model.train()
-    fire("on_fit_start")
-    t0 = time.time(); samples = tokens = 0; last_eval = None
+    mcfg = cache_was = None
+    try:  # from here on, an error must not leave this run registered in the shared Accelerator
+        # fit and evaluate run every forward under acc.autocast() themselves; Accelerate's mixed-precision wrapper would
+        # also copy each bf16/fp16 output (for an LM, batch x seq x vocab logits) to a new fp32 tensor on every step
+        raw = acc.unwrap_model(model, keep_fp32_wrapper=True)
+        if getattr(raw, "_original_forward", None) is not None: raw.forward = raw._original_forward
+        # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
+        mcfg = getattr(raw, "config", None); cache_was = getattr(mcfg, "use_cache", None)
+        if cache_was: mcfg.use_cache = False
+        sched = make_scheduler(opt, scheduler, total, warmup)
+        state = TrainState(model, opt, sched, acc, total, steps_per_epoch, n_epochs)
+        running = dict(loss=0.0, n=0)
+        if resume_from is not None:
+            st = load_checkpoint(resume_from, model, opt, sched, acc)
+            state.step, state.history, running = st["step"], st["history"], st["running"]
+        cbs = sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
+                     key=lambda c: c.order)
+        def fire(hook, *a):
+            for c in cbs: getattr(c, hook)(state, *a)
+        def do_eval():
+            m = evaluate(model, eval_ds, task, eval_batch_size, collate, tokenizer, predict_fn, metrics, acc)
+            state.history.append(dict(step=state.step, epoch=round(state.step / steps_per_epoch, 4), split="eval", **m))
+            fire("on_evaluate", m); return m
+        def checkpoint():
+            p = Path(output_dir)/f"checkpoint-{state.step}"
+            save_checkpoint(p, model, opt, sched, dict(step=state.step, history=state.history, running=running, seed=seed), acc)
+            if acc.is_main_process and save_total_limit:
+                old = sorted((c for c in Path(output_dir).glob("checkpoint-*") if c.name.split("-")[-1].isdigit()), key=lambda c: int(c.name.split("-")[-1]))
+                for c in old[:-save_total_limit]: shutil.rmtree(c, ignore_errors=True)
+        def diverged(value):
+            last = latest_checkpoint(output_dir) if output_dir else None
+            raise TrainingDiverged(f"The training loss became {value} at or before step {state.step}. "
+                                   + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
+                                   + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
+                                     "add warm-up, or check the data for extreme or invalid labels.")
+        rank, world = acc.process_index, acc.num_processes
+        model.train()
+        fire("on_fit_start")
+        t0 = time.time(); samples = tokens = 0; last_eval = None
+    except BaseException:
+        _release(acc, model, opt)
+        if cache_was: mcfg.use_cache = cache_was
+        raise
     start_epoch, skip = divmod(state.step, steps_per_epoch)
     try:
         for epoch in range(start_epoch, n_epochs):

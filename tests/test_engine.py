@@ -84,6 +84,9 @@ def test_fit_does_not_keep_models_alive():
     r = fit(m, toy_dataset(32), max_steps=2, batch_size=16, progress=False, plot=False)
     acc = get_accelerator()
     assert not any(x is m for x in acc._models) and not acc._optimizers
+    with pytest.raises(FileNotFoundError):   # a run that fails after `prepare` (here: resuming from nothing) releases too
+        fit(tiny_bert(), toy_dataset(32), max_steps=1, resume_from="/nonexistent/ckpt", progress=False, plot=False)
+    assert not acc._models and not acc._optimizers
     del m, r; gc.collect()
     assert ref() is None, "the fitted model is still referenced after fit returned and the caller dropped it"
 
