@@ -77,13 +77,15 @@ def main(argv=None):
 
     if "mfu" in a.only:
         log("\n== CPU MFU (MiniLM full fine-tuning) ==")
-        from bench.mfu import breakdown
+        from bench.mfu import breakdown, fit_mfu
         phases, acc = breakdown(cls, peak_gflops=P, log=log, **cfg["mfu"])
+        acc.update(fit_mfu(cls, peak_gflops=P, log=log, **cfg["mfu"]))
         C.write_csv("mfu_phases", phases, out); C.write_csv("mfu_cpu", [acc], out)
         summary_tables.append(C.table(phases, ["phase", "ms_per_step", "share"], f"MiniLM training step, batch {acc['batch_size']}: where the time goes"))
         keys = ["peak_gflops", "achieved_gflops", "mfu", "fwd_bwd_gflops_on_padded", "fwd_bwd_efficiency_on_padded", "gemm_gflops_MxHxH",
                 "gemm_gflops_MxHxI", "gemm_efficiency_model_shapes", "pad_fraction", "pad_fraction_grouped", "adamw_ms_forloop",
-                "adamw_ms_foreach", "adamw_ms_fused", "tokenize_us_per_example", "train_us_per_example"]
+                "adamw_ms_foreach", "adamw_ms_fused", "tokenize_us_per_example", "train_us_per_example",
+                "fit_achieved_gflops", "fit_mfu", "fit_pad_fraction"]
         summary_tables.append(C.table([dict(metric=k, value=acc.get(k)) for k in keys], ["metric", "value"], "MFU accounting"))
 
     if "inference" in a.only:
