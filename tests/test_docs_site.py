@@ -140,6 +140,26 @@ def test_plot_image(site, dom, server):
         path = urlsplit(urljoin(server.url + page, i["src"])).path
         assert (path, 200) in server.log, f"{path} was not loaded"
 
+def test_every_page_renders(site, dom, server):
+    """Every page of the site, loaded in Chromium: a title, math typeset where the page has math, every plot image
+    fetched from the site, every widget view rendered. (The tests above look closely at chosen pages; this one
+    makes sure no page is left unseen.)"""
+    seen = []
+    for page in pages(site):
+        soup = dom(page)
+        h1 = soup.select_one("article h1, main h1, h1")
+        assert h1 is not None and h1.get_text(strip=True), f"{page}: no title after its scripts ran"
+        if soup.select(".math"): assert_math_typeset(soup, page)
+        for i in soup.select(".cell_output img"):
+            if i["src"].startswith("data:"):   # embedded in the page (e.g. a widget's saved image): must not be empty
+                assert len(i["src"]) > 200, f"{page}: an embedded image is empty"; continue
+            path = urlsplit(urljoin(server.url + page, i["src"])).path
+            assert (path, 200) in server.log, f"{page}: image {path} was not served"
+        for v in soup.find_all("script", type="application/vnd.jupyter.widget-view+json"):
+            assert v.parent.select(".jupyter-widgets"), f"{page}: widget {json.loads(v.string)['model_id']} did not render"
+        seen.append(page)
+    assert len(seen) == len(site_notebooks(ROOT)) >= 8, seen
+
 def test_dataframe_table(site, dom):
     page = pick(site, 'class="dataframe')
     tables = dom(page).select(".cell_output table.dataframe")
