@@ -501,7 +501,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     raise ValueError(f"unsupported file type {suf!r} for {path}; use .csv or .jsonl (one JSON object per line).")
 
 def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str = "label", source: str = "the data") -> tuple[pd.DataFrame, list]:
-    "Check `df` for training (columns, non-empty texts, integer or string labels, ≥ 2 classes); returns `(clean df with text/label ids, label names)`."
+    "Check `df` for training (columns, non-empty texts, integer, string or true/false labels, ≥ 2 classes); returns `(clean df with text/label ids, label names)`."
     missing = [c for c in (text_col, label_col) if c not in df.columns]
     if missing:
         raise ValueError(f"{source} has no column {' or '.join(map(repr, missing))}; its columns are {list(map(str, df.columns))}. "
@@ -514,6 +514,8 @@ def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str =
                          f"{texts.iloc[bad[0]]!r}). Remove or fill them.")
     miss = [i for i, y in enumerate(labels) if y is None or (isinstance(y, float) and math.isnan(y))]
     if miss: raise ValueError(f"{len(miss)} rows of {source} have no {label_col!r} (first at row {miss[0]}). Remove or label them.")
+    if len(labels) and all(isinstance(y, (bool, np.bool_)) for y in labels):  # a true/false column: two named classes
+        labels = labels.map(lambda y: "true" if y else "false")
     kinds = {("str" if isinstance(y, str) else "int" if isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) else type(y).__name__) for y in labels}
     if not kinds <= {"int", "str"} or len(kinds) > 1:
         odd = next(y for y in labels if not isinstance(y, (str, int, np.integer)) or isinstance(y, (bool, np.bool_))) if not kinds <= {"int", "str"} else labels.iloc[0]

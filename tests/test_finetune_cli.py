@@ -65,6 +65,20 @@ def test_float_labels(tmp_path, capsys):
     _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")], "must be all integers or all strings", "0.5")
 
 
+def test_true_false_labels_are_two_classes(tmp_path):
+    "A true/false label column (CSV True/False, JSON true/false) is two classes named 'false' and 'true'."
+    from ftlab.finetune import _read_table, validate_labelled
+    want = [int(y == "pos") for _, y in ROWS]
+    df = _read_table(_csv(tmp_path, text=[t for t, _ in ROWS], label=[y == "pos" for _, y in ROWS]))
+    assert df["label"].dtype == bool
+    out, names = validate_labelled(df)
+    assert names == ["false", "true"] and out.label.tolist() == want
+    out2, names2 = validate_labelled(_read_table(_jsonl(tmp_path, [dict(text=t, label=y == "pos") for t, y in ROWS])))
+    assert names2 == names and out2.label.tolist() == want
+    mixed = pd.DataFrame(dict(text=[t for t, _ in ROWS], label=[True, 0] * 12))
+    with pytest.raises(ValueError, match="must be all integers or all strings"): validate_labelled(mixed)
+
+
 def test_mixed_int_and_string_labels(tmp_path, capsys):
     p = _jsonl(tmp_path, [dict(text=t, label=(1 if i % 2 else "neg")) for i, (t, _) in enumerate(ROWS)])
     _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")], "must be all integers or all strings")
