@@ -102,8 +102,7 @@ def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_l
     """MFU of `ftlab.engine.fit` itself as the chapters run it (length-grouped batches, fused AdamW, clipping), on the
     same model and data as `breakdown`: 6 × N × real tokens of the timed steps / their wall time."""
     from ftlab.engine import Callback, epoch_batches, fit
-    from bench.throughput import plan_for
-    cols, lengths, _ = plan_for(spec, batch_size)
+    _, lengths, _ = plan_for(spec, batch_size)
     plan = epoch_batches(lengths, batch_size, seed=0, epoch=0, shuffle=True, group_by_length=group_by_length)
     class Clock(Callback):
         def __init__(self): self.t = []

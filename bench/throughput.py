@@ -75,9 +75,9 @@ def param_groups(model, lr, wd):
 def run_fit(spec, cfg, fused=False):
     from ftlab.engine import Callback, fit
     class Clock(Callback):
-        def __init__(self): self.t = []
+        def __init__(self): self.t, self.c = [], []
         def on_step_end(self, state): self.t.append(time.perf_counter()); self.c.append(time.process_time())
-    clock = Clock(); clock.c = []; model = fresh_model(spec)
+    clock = Clock(); model = fresh_model(spec)
     kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
     t0 = time.perf_counter()
     res = fit(model, spec["ds"], task=spec["task"], max_steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -93,12 +93,12 @@ def run_trainer(spec, cfg, order):
                               TrainingArguments)
     from transformers.utils import logging as hf_logging
     class Clock(TrainerCallback):
-        def __init__(self): self.t = []
+        def __init__(self): self.t, self.c = [], []
         def on_step_end(self, args, state, control, **kw): self.t.append(time.perf_counter()); self.c.append(time.process_time())
     class PlanTrainer(Trainer):
         "Trainer fed the same example order as fit (a list is a valid sampler)."
         def _get_train_sampler(self, train_dataset=None): return order
-    clock = Clock(); clock.c = []; model = fresh_model(spec)
+    clock = Clock(); model = fresh_model(spec)
     coll = (DataCollatorForSeq2Seq(spec["tok"], padding=True, label_pad_token_id=-100) if spec["task"] == "lm"
             else DataCollatorWithPadding(spec["tok"]))
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():

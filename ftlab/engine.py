@@ -629,8 +629,8 @@ def fit(model,                            # a `transformers` model or any module
     groups = param_groups if param_groups is not None else _param_groups(model, lr, weight_decay)
     opt = optimizer(groups) if optimizer is not None else _adamw(groups, lr, weight_decay)
     model, opt = acc.prepare(model, opt)
-    mcfg = cache_was = None
-    try:  # from here on, an error must not leave this run registered in the shared Accelerator
+    mcfg = cache_was = None; t0 = time.time()
+    try:  # from here on, an error must not leave this run registered in the shared Accelerator (see `finally`)
         # fit and evaluate run every forward under acc.autocast() themselves; Accelerate's mixed-precision wrapper would
         # also copy each bf16/fp16 output (for an LM, batch x seq x vocab logits) to a new fp32 tensor on every step
         raw = acc.unwrap_model(model, keep_fp32_wrapper=True)
@@ -668,12 +668,7 @@ def fit(model,                            # a `transformers` model or any module
         model.train()
         fire("on_fit_start")
         t0 = time.time(); samples = tokens = 0; last_eval = None
-    except BaseException:
-        _release(acc, model, opt)
-        if cache_was: mcfg.use_cache = cache_was
-        raise
-    start_epoch, skip = divmod(state.step, steps_per_epoch)
-    try:
+        start_epoch, skip = divmod(state.step, steps_per_epoch)
         for epoch in range(start_epoch, n_epochs):
             if state.step >= total or state.should_stop: break
             state.epoch = epoch; fire("on_epoch_start")

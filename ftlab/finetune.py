@@ -372,11 +372,6 @@ def _as_datasets(dataset, tok, max_length, n_train, n_test, seed, text_col="text
     te = tokenize(sub(dd[test_split], n_test), tok, max_length, text_col, label_col)
     return tr, te, names
 
-def _release():
-    "Drop the references the shared `Accelerator` keeps to every model and optimizer it prepared, and free memory."
-    from ftlab.engine import get_accelerator
-    get_accelerator().free_memory(); _trim()
-
 def run_strategy(strategy, train_ds, test_ds, *, model: str = "encoder", num_labels: int = 2, seed: int = 0,
                  tokenizer=None, **kw) -> tuple[dict, FitResult]:
     "Train a fresh `model` with `strategy` and score it on `test_ds`: `(leaderboard row, FitResult)`."
@@ -390,7 +385,7 @@ def run_strategy(strategy, train_ds, test_ds, *, model: str = "encoder", num_lab
     with PeakMemory() as mem: r = fn(m, train_ds, None, seed=seed, tokenizer=tok, **kw)
     wall, cpu = time.time() - t0, time.process_time() - c0
     t1 = time.time(); ev = evaluate(r.model, test_ds, tokenizer=tok); eval_s = time.time() - t1
-    _release()
+    _trim()
     tr, tot = n_trainable(r.model)
     name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", str(strategy))
     return dict(strategy=name, accuracy=ev["accuracy"], macro_f1=ev["macro_f1"], trainable_params=tr,
@@ -421,7 +416,7 @@ def compare(strategies=("head", "lora", "full"),   # names in `STRATEGIES` (or f
     for s in strategies:
         row, _ = run_strategy(s, tr, te, model=model, num_labels=num_labels, seed=seed, tokenizer=tok, epochs=epochs,
                               batch_size=batch_size, **(overrides or {}).get(s, {}))
-        rows.append(row); gc.collect()
+        rows.append(row)
         if verbose: print(f"{row['strategy']:>15s}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
                           f"trainable {row['trainable_params']:>10,d} ({row['trainable_pct']:.2f}%)  {row['train_time_s']:6.1f}s  "
                           f"{row['peak_mem_mb']:.0f} MB", flush=True)
@@ -536,7 +531,7 @@ def _train_parser():
     src.add_argument("--dataset", help="bundled dataset name, e.g. sentiment/movie (default), rotten_tomatoes, bbc_news")
     src.add_argument("--file", help="your own .csv or .jsonl file with a text and a label column")
     ap.add_argument("--text-col", default="text", help="column holding the text (default: text)")
-    ap.add_argument("--label-col", default="label", help="column holding the class (integers or strings; default: label)")
+    ap.add_argument("--label-col", default="label", help="column holding the class (integers, strings or true/false; default: label)")
     ap.add_argument("--strategy", default="full", help=f"one of {', '.join(STRATEGIES)} (default: full)")
     ap.add_argument("--out", required=True, help="directory to write the model, tokenizer and ftlab_config.json to")
     ap.add_argument("--model", default="encoder", help="base encoder: asset name, local path or hub id (default: encoder)")
@@ -693,7 +688,7 @@ def strategy_runner(train_ds, eval_ds, tokenizer, results: pd.DataFrame | None =
                 state["rows"] = pd.concat([state["rows"], pd.DataFrame([dict(strategy=strat.value, lr=lr.value, epochs=ep.value,
                     accuracy=res.metrics.get("accuracy"), macro_f1=res.metrics.get("macro_f1"), trainable_pct=100 * tr / tot,
                     train_time_s=res.train_time_s)])], ignore_index=True)
-                _release()
+                _trim()
             show_table()
         finally: btn.disabled = False
     btn.on_click(run); show_table()
