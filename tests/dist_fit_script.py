@@ -1,7 +1,8 @@
 """Run `fit` on a tiny model and write the final weights; started by tests/test_engine.py in 1 or 2 processes."""
 import json, sys
 import torch
-from ftlab.engine import fit, tiny_bert, toy_dataset
+from ftlab.engine import fit
+from ftlab.testing import tiny_bert, toy_dataset
 
 out = sys.argv[1]
 res = fit(tiny_bert(dropout=0.0), toy_dataset(256), toy_dataset(64, seed=1), batch_size=16, grad_accum=2, max_steps=6,

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 datasets = pytest.importorskip("datasets")
 from ftlab.concepts import (budget_indices, frozen_features, fresh_head_like, gaps, head_param_groups, label_budget_subsets,
                             learning_curve, linear_probe, plot_confusion, random_init_like, summarize, tfidf_baseline)
-from ftlab.engine import tiny_bert, toy_dataset
+from ftlab.testing import tiny_bert, toy_dataset
 
 
 @settings(max_examples=60, deadline=None)

@@ -42,7 +42,8 @@ def test_checkpoint_is_atomic_under_kill(tmp_path):
     code = f"""
 import os, signal, time
 from ftlab import engine
-from ftlab.engine import fit, tiny_bert, toy_dataset
+from ftlab.engine import fit
+from ftlab.testing import tiny_bert, toy_dataset
 real = engine._fsync_tree
 calls = {{"n": 0}}
 def slow(d):
@@ -55,7 +56,8 @@ fit(tiny_bert(), toy_dataset(128), max_steps=8, save_every=4, output_dir={str(tm
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
-    from ftlab.engine import latest_checkpoint, load_checkpoint, tiny_bert
+    from ftlab.engine import latest_checkpoint, load_checkpoint
+    from ftlab.testing import tiny_bert
     ck = latest_checkpoint(tmp_path)
     assert ck is not None and ck.name == "checkpoint-4", list(tmp_path.iterdir())
     st = load_checkpoint(tmp_path, tiny_bert())
@@ -63,13 +65,15 @@ fit(tiny_bert(), toy_dataset(128), max_steps=8, save_every=4, output_dir={str(tm
 
 
 def test_resume_refuses_missing_checkpoint(tmp_path):
-    from ftlab.engine import fit, tiny_bert, toy_dataset
+    from ftlab.engine import fit
+from ftlab.testing import tiny_bert, toy_dataset
     with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
         fit(tiny_bert(), toy_dataset(32), max_steps=1, resume_from=tmp_path / "nothing", progress=False, plot=False)
 
 
 def test_pickle_checkpoint_refused(tmp_path):
-    from ftlab.engine import _load_weights, tiny_bert
+    from ftlab.engine import _load_weights
+    from ftlab.testing import tiny_bert
     m = tiny_bert()
     torch.save(m.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="refuses pickle"):
@@ -79,7 +83,8 @@ def test_pickle_checkpoint_refused(tmp_path):
 def test_fit_does_not_keep_models_alive():
     "The Accelerator is shared between runs; a finished fit must not leave its model and optimizer registered in it."
     import gc, weakref
-    from ftlab.engine import fit, get_accelerator, tiny_bert, toy_dataset
+    from ftlab.engine import fit, get_accelerator
+    from ftlab.testing import tiny_bert, toy_dataset
     m = tiny_bert(); ref = weakref.ref(m)
     r = fit(m, toy_dataset(32), max_steps=2, batch_size=16, progress=False, plot=False)
     acc = get_accelerator()

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from ftlab.engine import tiny_bert, toy_dataset
+from ftlab.testing import tiny_bert, toy_dataset
 from ftlab.finetune import (STRATEGIES, TokenClassifierCRF, add_lora, blocks, crf_predict, discriminative_lr_groups,
                             get_strategy, head_blocks, load_finetuned, n_trainable, predict_logits, save_finetuned,
                             set_trainable, trainable_summary, weak_token_dataset)

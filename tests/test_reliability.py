@@ -144,7 +144,8 @@ def test_sigterm_mid_training_then_resume_is_bit_identical(tmp_path):
     code = f"""
 import os, signal, torch
 torch.set_num_threads({torch.get_num_threads()})
-from ftlab.engine import Callback, fit, tiny_bert, toy_dataset
+from ftlab.engine import Callback, fit
+from ftlab.testing import tiny_bert, toy_dataset
 class Term(Callback):
     def on_step_end(self, state):
         if state.step == 10: os.kill(os.getpid(), signal.SIGTERM)
