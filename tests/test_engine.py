@@ -66,7 +66,7 @@ fit(tiny_bert(), toy_dataset(128), max_steps=8, save_every=4, output_dir={str(tm
 
 def test_resume_refuses_missing_checkpoint(tmp_path):
     from ftlab.engine import fit
-from ftlab.testing import tiny_bert, toy_dataset
+    from ftlab.testing import tiny_bert, toy_dataset
     with pytest.raises(FileNotFoundError, match="No complete checkpoint"):
         fit(tiny_bert(), toy_dataset(32), max_steps=1, resume_from=tmp_path / "nothing", progress=False, plot=False)
 
