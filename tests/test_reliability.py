@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ftlab.assets import AssetError, ASSETS, asset_dir, ftlab_home, load_data, load_encoder, model_path
 from ftlab.engine import (Collator, check_data, epoch_batches, evaluate, fit, latest_checkpoint, load_checkpoint,
-                          tiny_bert, tokenize, toy_dataset)
+                          tokenize)
+from ftlab.testing import tiny_bert, toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(progress=False, plot=False)
