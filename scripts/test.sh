@@ -15,6 +15,10 @@ t0=$(date +%s)
 ftlab fetch all
 echo "assets ready in $(( $(date +%s) - t0 ))s"
 t0=$(date +%s)
+# Each chapter's record() calls append their fast-profile result rows to FTLAB_RESULTS_DIR (absolute: the notebooks
+# run in nbs/); tests/test_recorded.py compares them with the recorded results/<notebook>.csv.
+export FTLAB_RESULTS_DIR="$PWD/bench/results/ci"
+rm -rf "$FTLAB_RESULTS_DIR" && mkdir -p "$FTLAB_RESULTS_DIR"
 # Every notebook through nbdev's own test runner (nbdev.test.test_nb with pyproject's tst_flags, exactly what
 # nbdev-test runs), one at a time in a fresh process so each gets both cores as on a reader's laptop; the
 # runner also records each notebook's time and peak memory in bench/results/notebooks.csv, which
