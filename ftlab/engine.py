@@ -810,7 +810,11 @@ def _plan(lens, batch_size, seed, grad_accum, epochs, max_steps) -> tuple[int, i
 def _build_optimizer(model, mods: dict, lr, weight_decay, groups, optimizer):
     "The optimizer over the model's groups (the default rule or the chapter's) and each extra module's, at its own rate if given."
     groups = list(groups) if groups is not None else param_groups(model, lr, weight_decay)
-    for m, m_lr in mods.values(): groups += param_groups(m, m_lr if m_lr is not None else lr, weight_decay)
+    seen = {id(p) for g in groups for p in g["params"]}
+    for m, m_lr in mods.values():   # a parameter a module shares with the model (a tied decoder) is optimized once, as the model's
+        for g in param_groups(m, m_lr if m_lr is not None else lr, weight_decay):
+            g["params"] = [p for p in g["params"] if id(p) not in seen]; seen.update(map(id, g["params"]))
+            if g["params"]: groups.append(g)
     return optimizer(groups) if optimizer is not None else _adamw(groups, lr, weight_decay)
 
 def _plain_forward(acc, m):
