@@ -74,8 +74,6 @@ def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` wi
     return datasets.Dataset.from_dict(cols, info=dataclasses.replace(data.info, features=None))
 
 # %% ../nbs/01_engine.ipynb #aabe91a1
-_PAD_ZERO = ("attention_mask", "token_type_ids")
-
 class Collator:
     "Pad a batch (list of dicts, or dict of lists) to its longest sequence and return tensors."
     def __init__(self, tokenizer=None, pad_token_id: int | None = None, label_pad: int = -100, pad_to_multiple_of: int | None = None):

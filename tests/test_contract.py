@@ -159,3 +159,15 @@ def test_corrupt_and_foreign_checkpoints_get_clear_errors(tmp_path):
 def test_bad_contract_arguments(kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
         fit(tiny_bert(), toy_dataset(32), **kw, **QUIET)
+
+
+def test_parameter_shared_by_model_and_module_is_optimized_once():
+    "A module that shares a parameter with the model (a decoder tied to the embeddings) does not put it in the optimizer twice."
+    m = tiny_bert(); dec = torch.nn.Linear(32, 64, bias=False); dec.weight = m.bert.embeddings.word_embeddings.weight
+    def lf(model, batch, state):
+        out = model(**batch, output_hidden_states=True)
+        return out.loss + 0.01 * state.modules["dec"](out.hidden_states[-1]).logsumexp(-1).mean()
+    before = dec.weight.detach().clone()
+    res = fit(m, toy_dataset(32), max_steps=2, batch_size=16, lr=1e-2, loss_fn=lf, modules={"dec": dec}, **QUIET)
+    assert res.modules["dec"].weight is res.model.bert.embeddings.word_embeddings.weight
+    assert not torch.equal(before, dec.weight)

@@ -45,7 +45,7 @@ def test_tokenize_warns_once_on_long_texts(tok):
 @pytest.mark.parametrize("kw, match", [
     (dict(lr=0), "lr must be a positive"), (dict(lr=-1e-3), "lr must be a positive"), (dict(lr=float("nan")), "lr must be a positive"),
     (dict(batch_size=0), "batch_size must be a positive integer"), (dict(grad_accum=0), "grad_accum"),
-    (dict(epochs=0), "epochs must be positive"), (dict(max_steps=0), "max_steps must be a positive"),
+    (dict(epochs=0), "epochs must be a positive finite"), (dict(max_steps=0), "max_steps must be a positive"),
     (dict(task="ranking"), "task must be one of"), (dict(save_every=2), "needs an output_dir"),
 ])
 def test_fit_rejects_bad_arguments(kw, match):
@@ -75,7 +75,7 @@ def test_unseen_eval_class_warns():
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     calls = {"n": 0}
-    def loss_fn(model, batch):
+    def loss_fn(model, batch, state):
         calls["n"] += 1
         loss = model(**batch).loss
         return loss * float("nan") if calls["n"] > 6 else loss
