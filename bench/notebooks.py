@@ -26,9 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 CSV = ROOT / "bench/results/notebooks.csv"
 
-# Budgets (issue 6): each notebook < 3 minutes and the suite < 15 minutes on 2 idle cores; peak < 6 GB.
+# Budgets: each notebook < 3 minutes (a chapter written from the platform on: < 150 s) and the suite < 20 minutes on
+# 2 idle cores; peak < 6 GB.
 BUDGET_NOTEBOOK_S = 180.0
-BUDGET_SUITE_S = 900.0
+BUDGET_NEW_CHAPTER_S = 150.0
+BUDGET_SUITE_S = 1200.0
+# the notebooks that existed before the platform's budgets were tightened keep the 180 s budget
+GRANDFATHERED = {"index.ipynb", "nbs/00_assets.ipynb", "nbs/01_engine.ipynb", "nbs/10_concepts.ipynb", "nbs/20_losses.ipynb",
+                 "nbs/21_optim.ipynb", "nbs/30_full_finetune.ipynb", "nbs/90_cli.ipynb", "nbs/95_docs.ipynb"}
+# a reference matmul this much slower than on the reference machine means the machine was loaded when it was measured
+LOADED_RATIO = 1.5
+
+
+def budget_s(notebook: str) -> float:
+    "The time budget of `notebook` (a path relative to the repo root) on 2 idle cores."
+    return BUDGET_NOTEBOOK_S if notebook in GRANDFATHERED else BUDGET_NEW_CHAPTER_S
 BUDGET_RSS_MB = 6 * 1024.0
 # The reference machine: 2 idle CPU cores on which the fp32 1024^3 matmul runs at about 185 GFLOP/s with torch's
 # default 2 threads: `--calibrate` measured 0.0930 s (184.7 GFLOP/s) on the idle development machine, and CI's

@@ -1,4 +1,5 @@
-"""Notebook budgets (issue 6): each notebook < 3 min and the suite < 15 min on 2 idle cores, peak RSS < 6 GB.
+"""Notebook budgets: each notebook < 3 min (chapters added with the platform: < 150 s) and the suite < 20 min on 2 idle
+cores, peak RSS < 6 GB.
 
 What this checks, honestly: the numbers that `python -m bench.notebooks` recorded in
 bench/results/notebooks.csv (git-ignored), for notebooks whose fast-profile code is *unchanged*
@@ -57,10 +58,18 @@ def _fresh(rec, nb):
 def test_notebook_time_budget(recorded, nb):
     r = _fresh(recorded, nb)
     assert r["status"] == "ok", f"{nb} did not finish when measured ({r['status']}): {r.get('error')}"
-    limit = B.BUDGET_NOTEBOOK_S * (1 + TIME_TOLERANCE)
-    assert float(r["idle_equiv_s"]) <= limit, (
-        f"{nb}: {float(r['wall_s']):.0f}s wall = {float(r['time_ratio']):.0f}× the reference matmul ({float(r['ref_s']):.3f}s), "
-        f"≈{float(r['idle_equiv_s']):.0f}s on 2 idle cores; budget {B.BUDGET_NOTEBOOK_S:.0f}s (+{TIME_TOLERANCE:.0%} noise)")
+    budget = B.budget_s(nb); limit = budget * (1 + TIME_TOLERANCE)
+    msg = (f"{nb}: {float(r['wall_s']):.0f}s wall = {float(r['time_ratio']):.0f}× the reference matmul ({float(r['ref_s']):.3f}s), "
+           f"≈{float(r['idle_equiv_s']):.0f}s on 2 idle cores; budget {budget:.0f}s (+{TIME_TOLERANCE:.0%} noise)")
+    if float(r["idle_equiv_s"]) > limit and _loaded(r):
+        pytest.skip(f"over budget, but the machine was loaded when it was measured (reference matmul {float(r['ref_s']):.3f}s vs "
+                    f"{B.REF_IDLE_S:.3f}s idle): the idle-equivalent conversion is not trusted then; re-measure on an idle machine. {msg}")
+    assert float(r["idle_equiv_s"]) <= limit, msg
+
+
+def _loaded(r) -> bool:
+    "Whether the reference matmul, timed right before and after the notebook, shows that other work shared the cores."
+    return max(float(r.get("ref_before_s") or r["ref_s"]), float(r.get("ref_after_s") or r["ref_s"])) > B.LOADED_RATIO * B.REF_IDLE_S
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS)
@@ -75,6 +84,8 @@ def test_suite_time_budget(recorded):
     missing = sorted(set(NOTEBOOKS) - set(fresh))
     if missing: pytest.skip(f"suite budget needs fresh timings of every notebook; missing or stale: {', '.join(missing)}")
     total = sum(float(r["idle_equiv_s"]) for r in fresh.values())
+    if total > B.BUDGET_SUITE_S * (1 + TIME_TOLERANCE) and any(_loaded(r) for r in fresh.values()):
+        pytest.skip(f"suite ≈{total:.0f}s over its budget, but some notebooks were measured on a loaded machine; re-measure idle")
     assert total <= B.BUDGET_SUITE_S * (1 + TIME_TOLERANCE), f"suite ≈{total:.0f}s on 2 idle cores; budget {B.BUDGET_SUITE_S:.0f}s"
 
 
@@ -85,3 +96,10 @@ def test_budget_arithmetic():
                     {"cell_type": "code", "source": "#|gpu\nz=3"}, {"cell_type": "code", "source": "#| eval: false\nw=4"},
                     {"cell_type": "markdown", "source": "#| slow"}]}
     assert B.runnable_cells(nb, ["notest", "gpu", "slow"]) == [1]
+
+
+def test_budget_table():
+    "Existing notebooks keep 180 s; a new chapter gets 150 s; the loaded-machine rule reads the reference timings."
+    assert B.budget_s("nbs/30_full_finetune.ipynb") == 180 and B.budget_s("nbs/40_self_supervised.ipynb") == 150
+    idle = dict(ref_s=B.REF_IDLE_S, ref_before_s=B.REF_IDLE_S, ref_after_s=B.REF_IDLE_S * 1.1)
+    assert not _loaded(idle) and _loaded(dict(idle, ref_after_s=B.REF_IDLE_S * 2))
