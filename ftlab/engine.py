@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['PROFILES', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile', 'by_profile', 'seed_everything', 'tokenize', 'Collator',
+__all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile', 'by_profile',
+           'seed_everything', 'bf16_speedup', 'resolve_precision', 'inference_autocast', 'tokenize', 'Collator',
            'epoch_batches', 'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics',
            'columns', 'lengths', 'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState',
            'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'CheckpointError', 'verify_checkpoint', 'save_model',
@@ -45,6 +46,65 @@ def seed_everything(seed: int = 0):
     "Seed python, numpy and torch (all devices) with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+
+# %% ../nbs/01_engine.ipynb #d6a1a3aa
+BF16_MIN_SPEEDUP = 1.5          # bf16 autocast on a CPU only when its matmul is at least this much faster than fp32
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_PRECISION_SHOWN = set()
+
+def _cache_dir() -> Path: return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
+
+def _cpu_name() -> str:
+    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
+
+def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
+    "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (best of 3, interleaved; cached)."
+    key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
+    f = _cache_dir()/"precision_probe.json"
+    try: known = json.loads(f.read_text()) if cache and f.exists() else {}
+    except ValueError: known = {}
+    if key in known: return known[key]
+    def best(dtype):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
+        t = time.perf_counter()
+        for _ in range(reps): a @ b
+        return time.perf_counter() - t
+    times = {torch.float32: [], torch.bfloat16: []}
+    for _ in range(3):                       # interleaved, so a load that comes and goes hits both alike
+        for d in times: times[d].append(best(d))
+    ratio = round(min(times[torch.float32]) / min(times[torch.bfloat16]), 3)
+    if cache:
+        try: f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps({**known, key: ratio}, indent=1))
+        except OSError: pass
+    return ratio
+
+def resolve_precision(mixed_precision: str = "auto") -> str:
+    "The precision `fit` trains in — 'fp32', 'bf16' or 'fp16' — for `mixed_precision` ('auto' reads `$FTLAB_PRECISION`, else probes)."
+    p = {"no": "fp32"}.get(mixed_precision, mixed_precision)
+    if p not in PRECISIONS: raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or 'no'), got {mixed_precision!r}.")
+    if p != "auto": return p
+    env = os.environ.get("FTLAB_PRECISION", "").strip().lower()
+    if env:
+        if env not in PRECISIONS: raise ValueError(f"FTLAB_PRECISION must be one of {PRECISIONS}, got {env!r}.")
+        if env != "auto": return env
+    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
+
+def _show_precision(p: str, asked: str = "auto"):
+    if p in _PRECISION_SHOWN: return
+    _PRECISION_SHOWN.add(p)
+    if asked != "auto": why = f"mixed_precision={asked!r}"
+    elif torch.cuda.is_available(): why = "GPU"
+    elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
+    else: why = f"bf16 matmul {bf16_speedup():.1f}x fp32 on this CPU; threshold {BF16_MIN_SPEEDUP}x; FTLAB_PRECISION overrides"
+    print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
+
+def inference_autocast(device) -> contextlib.AbstractContextManager:
+    "Autocast for inference outside `fit` (`evaluate`, `predict_logits`, `features`) in the precision `resolve_precision()` picks."
+    p = resolve_precision()
+    if p == "fp32": return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 # %% ../nbs/01_engine.ipynb #3a809f4a
 def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` with a text column
@@ -232,7 +292,7 @@ def evaluate(model,                         # the model to measure
     predict = predict_fn or (_default_predict(task) if task != "lm" else None)
     was_training = model.training; model.eval()
     preds, labels, loss_sum, loss_n, tok_loss, tok_n = [], [], 0.0, 0, 0.0, 0
-    autocast = accelerator.autocast() if accelerator else contextlib.nullcontext()
+    autocast = accelerator.autocast() if accelerator else inference_autocast(device)
     with torch.inference_mode(), autocast:
         for idx, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
             if task == "lm" and predict_fn is None:
@@ -276,7 +336,7 @@ def predict_logits(model,                  # a classifier (or any model whose ou
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, collate_fn, tokenizer, _device_of(model), drop=("labels",)):
-            lg = model(**b).logits.float().cpu()
+            with inference_autocast(_device_of(model)): lg = model(**b).logits.float().cpu()
             if out is None: out = torch.empty((len(ds),) + tuple(lg.shape[1:]))
             out[idx] = lg
     finally: model.train(was)
@@ -297,7 +357,7 @@ def features(model,                  # a `transformers` encoder, or a classifier
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, None, tokenizer, _device_of(model), drop=("labels",)):
-            h = model(**b, output_hidden_states=True).hidden_states[layer]
+            with inference_autocast(_device_of(model)): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
             if pooling == "cls": f = h[:, 0]
             else:
                 m = b["attention_mask"].unsqueeze(-1).to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
@@ -685,21 +745,22 @@ class FitResult:
         m = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
         return f"FitResult(steps={self.steps}, train_time_s={self.train_time_s:.1f}, samples/s={self.samples_per_s:.1f}, {m})"
 
-# %% ../nbs/01_engine.ipynb #8dd7438f
+# %% ../nbs/01_engine.ipynb #8f102cc6
 _ACCEL = None
 
 def get_accelerator(mixed_precision: str = "auto"):
-    "The process's `Accelerator` (created once; re-created if `mixed_precision` changes)."
+    "The process's `Accelerator` (created once; re-created if the precision changes); see `resolve_precision`."
     global _ACCEL
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if _ACCEL is not None and _ACCEL.mixed_precision == mixed_precision: return _ACCEL
-    if _ACCEL is not None: AcceleratorState._reset_state(True)
-    # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
-    multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
-    _ACCEL = Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+    p = resolve_precision(mixed_precision)
+    mp = {"fp32": "no"}.get(p, p)
+    if _ACCEL is None or _ACCEL.mixed_precision != mp:
+        if _ACCEL is not None: AcceleratorState._reset_state(True)
+        # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
+        multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
+        _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
+    if _ACCEL.is_main_process: _show_precision(p, mixed_precision)
     return _ACCEL
 
 
@@ -868,14 +929,14 @@ def fit(model,                            # a `transformers` model or any module
         save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
         save_total_limit: int = 2,        # keep only the newest N checkpoints
         resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint)
-        group_by_length: bool = False,    # batch similar lengths together (less padding)
+        group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
         progress: bool = True,            # tqdm progress bar
         plot: bool | None = None,         # live plot (default: in notebooks)
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
         metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
         predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
-        mixed_precision: str = "auto",    # 'auto' (bf16 on a capable GPU), 'no', 'bf16', 'fp16'
+        mixed_precision: str = "auto",    # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
