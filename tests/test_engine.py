@@ -25,9 +25,10 @@ def _run(cmd, env_extra=None):
 def test_two_processes_match_one(tmp_path):
     "fit in 2 CPU processes (torchrun, gloo) ends with the same weights as 1 process with the same global batch."
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    _run([sys.executable, str(SCRIPT), one])
+    fp32 = {"FTLAB_PRECISION": "fp32"}   # the exact comparison; tests/test_contract.py also runs it in bf16
+    _run([sys.executable, str(SCRIPT), one], fp32)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), str(SCRIPT), two])
+          "--master_port", str(_free_port()), str(SCRIPT), two], fp32)
     r1, r2 = json.load(open(one + ".json")), json.load(open(two + ".json"))
     assert (r1["world"], r2["world"]) == (1, 2), "the 2-process run did not start a process group"
     a, b = torch.load(one + ".pt", weights_only=True), torch.load(two + ".pt", weights_only=True)
