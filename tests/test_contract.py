@@ -74,7 +74,8 @@ def test_logs_are_window_means_next_to_the_loss():
     tr = r.history[r.history.split == "train"]
     assert list(tr.step) == [3, 6, 7]
     assert {"task_loss", "aux", "n_u"} <= set(tr.columns)
-    assert tr.loss.values == pytest.approx((tr.task_loss + 0.1 * tr.aux).values, rel=1e-5)
+    # under bf16 autocast 0.1·aux is rounded to 8 mantissa bits before it is added: allow that rounding, no more
+    assert tr.loss.values == pytest.approx((tr.task_loss + 0.1 * tr.aux).values, rel=1e-5, abs=1e-6 + 0.1 * tr.aux.max() * 2 ** -8)
     # the stream of 40 examples in batches of 6 is cycled: 6 full batches and one of 4 per pass
     assert all(4.0 <= n <= 6.0 for n in tr.n_u) and tr.n_u.iloc[0] == pytest.approx((6 + 6 + 6) / 3)
 
