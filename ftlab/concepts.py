@@ -266,7 +266,7 @@ def gaps(curves: pd.DataFrame, a: str, b: str, metric: str = "accuracy") -> pd.D
     return pd.DataFrame({a: w[a].groupby("budget").mean(), b: w[b].groupby("budget").mean(),
                          "gap_points": 100 * d.mean(), "min_gap_points": 100 * d.min()}).reset_index()
 
-# %% ../nbs/10_concepts.ipynb #92abbd88
+# %% ../nbs/10_concepts.ipynb #8f0c7fba
 def plot_learning_curves(curves: pd.DataFrame,        # rows from `learning_curve`
                          metric: str = "accuracy",
                          ax=None,                     # a matplotlib axis (default: a new figure)
@@ -286,6 +286,7 @@ def plot_learning_curves(curves: pd.DataFrame,        # rows from `learning_curv
     ax.grid(alpha=.3); ax.legend(fontsize=8)
     return ax
 
+# %% ../nbs/10_concepts.ipynb #57bf614f
 def plot_confusion(curves: pd.DataFrame, strategy: str, budget: int, ax=None, class_names=("negative", "positive")):
     "Confusion matrix of `strategy` at `budget`, summed over seeds, shaded by the fraction of each true class."
     import matplotlib.pyplot as plt
@@ -303,6 +304,7 @@ def plot_confusion(curves: pd.DataFrame, strategy: str, budget: int, ax=None, cl
            title=f"{strategy}, {budget} labels ({len(rows)} seeds)")
     return ax
 
+# %% ../nbs/10_concepts.ipynb #02703c7c
 def learning_curve_explorer(curves: pd.DataFrame, metric: str = "accuracy", strategy: str | None = None, budget: int | None = None):
     "A widget: choose a strategy and a label budget; see that point on the learning curves and its confusion matrix."
     import ipywidgets as W, matplotlib.pyplot as plt
