@@ -64,11 +64,9 @@ def plan_for(spec, batch_size):
 
 
 def param_groups(model, lr, wd):
-    "AdamW groups: weight decay on matrices, none on biases and norm weights (the rule of fit and Trainer)."
-    decay, no = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad: (no if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    return [dict(params=decay, weight_decay=wd), dict(params=no, weight_decay=0.0)]
+    "AdamW groups by the engine's one rule (no weight decay on biases and norms), trainable parameters only."
+    from ftlab.engine import param_groups as groups
+    return groups(model, lr, wd, trainable_only=True)
 
 
 # ------------------------------------------------------------------------------------- contenders
