@@ -42,7 +42,7 @@ def test_checkpoint_is_atomic_under_kill(tmp_path):
     "Killing a process while it writes a checkpoint leaves the previous checkpoint complete and loadable."
     code = f"""
 import os, signal, time
-from ftlab import engine
+from ftlab import checkpoint as engine
 from ftlab.engine import fit
 from ftlab.testing import tiny_bert, toy_dataset
 real = engine._fsync_tree
@@ -73,7 +73,7 @@ def test_resume_refuses_missing_checkpoint(tmp_path):
 
 
 def test_pickle_checkpoint_refused(tmp_path):
-    from ftlab.engine import _load_weights
+    from ftlab.checkpoint import _load_weights
     from ftlab.testing import tiny_bert
     m = tiny_bert()
     torch.save(m.state_dict(), tmp_path / "pytorch_model.bin")
