@@ -21,6 +21,7 @@ COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
     "assets":  ("ftlab.assets", "assets_main", "list bundled assets, cache state, sizes, licences"),
     "train":   ("ftlab.cli", "train_main", "fine-tune a model with one strategy and save it"),
     "compare": ("ftlab.cli", "compare_main", "run several strategies on one dataset: leaderboard, CSV, plot"),
+    "record":  ("ftlab.stats", "main_record", "run a chapter's experiments in a profile and write results/<notebook>.csv"),
     "docs":    ("ftlab.docs", "docs_main", "build the documentation site into _build/html"),
 }
 
