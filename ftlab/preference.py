@@ -30,7 +30,7 @@ def preference_pairs(policy, tok,             # the policy that writes the compl
     for i in range(0, len(prompts), batch_size):
         ps = prompts[i:i + batch_size]
         ro = generate(policy, tok, [p for p in ps for _ in range(k)], max_new_tokens, seed=seed + i)
-        r = reward_fn(ro.texts).view(len(ps), k)
+        r = reward_fn([p + t for p, t in zip(ro.prompts, ro.texts)]).view(len(ps), k)   # the whole review, as in the previous chapter
         for j, p in enumerate(ps):
             hi, lo = int(r[j].argmax()), int(r[j].argmin())
             if r[j, hi] > r[j, lo]:
@@ -142,7 +142,7 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
     for i in range(steps):
         ps = [prompts[(i * prompts_per_step + j) % len(prompts)] for j in range(prompts_per_step)]
         ro = generate(policy, tok, [p for p in ps for _ in range(group)], max_new_tokens, temperature, seed=seed * 100_003 + i)
-        r = reward_fn(ro.texts).float().to(acc.device)
+        r = reward_fn([p + t for p, t in zip(ro.prompts, ro.texts)]).float().to(acc.device)
         adv, zero = group_advantages(r, group, scale)
         mask = ro.completion_mask.float()
         with torch.no_grad(): old = token_logprobs(policy, ro, temperature)

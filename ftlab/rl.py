@@ -252,7 +252,9 @@ class RLResult:
     value_head: nn.Module | None = None
     train_time_s: float = 0.0
 
-# %% ../nbs/50_rl.ipynb #ec945c1c
+# %% ../nbs/50_rl.ipynb #3d8967cb
+def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts)] if with_prompt else ro.texts
+
 def _whiten(a, mask):
     m = _masked_mean(a, mask); v = _masked_mean((a - m) ** 2, mask)
     return (a - m) * torch.rsqrt(v + 1e-8) * mask
@@ -275,6 +277,7 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
              max_new_tokens: int = 12,       # completion length
              temperature: float = 1.0,       # sampling temperature (log-probs use the same one)
              max_grad_norm: float = 1.0,     # clip the global gradient norm
+             with_prompt: bool = True,       # score `prompt + completion` (the whole review) rather than the completion alone
              seed: int = 0,                  # seeds prompt order and sampling
              output_dir=None, save_every: int | None = None,  # checkpoints (engine format)
              resume_from=None,               # a checkpoint written by an earlier run with the same settings
@@ -302,7 +305,7 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
         i = state.step
         batch = [prompts[j] for j in order[i * batch_size:(i + 1) * batch_size]]
         ro = generate(policy, tok, batch, max_new_tokens, temperature, seed=seed * 100_003 + i)
-        scores = reward_fn(ro.texts).to(dev).float(); mask = ro.completion_mask.float()
+        scores = reward_fn(_scored(ro, with_prompt)).to(dev).float(); mask = ro.completion_mask.float()
         with torch.no_grad():
             out = token_logprobs(policy, ro, temperature, hidden=bool(mods))
             old_logp, h = (out if mods else (out, None))
@@ -347,6 +350,7 @@ def measure_policy(policy, ref, tok,        # the policy, the reference and the 
                    reward_fns: dict,        # `{name: reward_fn}`: each gives a column `reward_<name>`
                    max_new_tokens: int = 12, temperature: float = 1.0,
                    seed: int = 1234,        # sampling seed (the same for every policy: paired comparisons)
+                   with_prompt: bool = True,# score `prompt + completion`, as `rl_train` does
                    batch_size: int = 16):
     "Mean reward per scorer and mean sequence KL(policy ‖ ref) over `prompts`, plus the samples, as `(dict, DataFrame)`."
     rows = []
@@ -356,7 +360,7 @@ def measure_policy(policy, ref, tok,        # the policy, the reference and the 
         _, lr = token_logprobs(ref, ro, temperature, full=True)
         kl = (kl_exact(lp, lr) * ro.completion_mask).sum(-1)
         d = dict(prompt=ro.prompts, completion=ro.texts, kl=kl.cpu().numpy())
-        for k, f in reward_fns.items(): d[f"reward_{k}"] = f(ro.texts).numpy()
+        for k, f in reward_fns.items(): d[f"reward_{k}"] = f(_scored(ro, with_prompt)).numpy()
         rows.append(pd.DataFrame(d))
     df = pd.concat(rows, ignore_index=True)
     return {c: float(df[c].mean()) for c in df.columns if c.startswith(("reward", "kl"))}, df
@@ -388,8 +392,8 @@ def rl_widget(ref, tok, train_fn,            # the reference, its tokenizer, `tr
             if beta.value not in cache: cache[beta.value] = train_fn(beta.value)
             ps = [prompt.value] * n.value
             a = generate(ref, tok, ps, max_new_tokens, temp.value, seed=0); b = generate(cache[beta.value], tok, ps, max_new_tokens, temp.value, seed=0)
-            display(pd.DataFrame(dict(reference=a.texts, ref_reward=reward_fn(a.texts).numpy().round(2),
-                                      tuned=b.texts, tuned_reward=reward_fn(b.texts).numpy().round(2))))
+            display(pd.DataFrame(dict(reference=a.texts, ref_reward=reward_fn(_scored(a, True)).numpy().round(2),
+                                      tuned=b.texts, tuned_reward=reward_fn(_scored(b, True)).numpy().round(2))))
     go.on_click(run)
     box = W.VBox([W.HBox([prompt, beta]), W.HBox([temp, n, go]), out]); display(box)
     return box, run
