@@ -73,7 +73,8 @@ def dpo_trl(ref, tok, df, steps, batch, lr, beta):
     cfg = DPOConfig(output_dir=tempfile.mkdtemp(), beta=beta, bf16=False, use_cpu=True, report_to=[], per_device_train_batch_size=batch,
                     max_steps=steps + 1, learning_rate=lr, activation_checkpointing=False, save_strategy="no", logging_steps=10_000,
                     disable_tqdm=True, lr_scheduler_type="linear", weight_decay=0.0)
-    tr = DPOTrainer(model=pol, ref_model=ref, args=cfg, processing_class=tok, train_dataset=Dataset.from_pandas(df), callbacks=[c])
+    tr = DPOTrainer(model=pol, ref_model=copy.deepcopy(ref), args=cfg, processing_class=tok, train_dataset=Dataset.from_pandas(df),
+                    callbacks=[c])   # a copy: trl wraps the module it is given
     tr.train()
     return median([b - a for a, b in zip(c.t, c.t[1:])])
 

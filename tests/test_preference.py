@@ -60,7 +60,7 @@ def test_dpo_loss_equals_trl(tiny, tmp_path):
     pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
     cfg = DPOConfig(output_dir=str(tmp_path), beta=0.1, bf16=False, use_cpu=True, report_to=[], per_device_train_batch_size=4,
                     max_steps=1, activation_checkpointing=False)
-    tr = DPOTrainer(model=pol, ref_model=model, args=cfg, processing_class=tok, train_dataset=Dataset.from_pandas(PAIRS))
+    tr = DPOTrainer(model=pol, ref_model=copy.deepcopy(model), args=cfg, processing_class=tok, train_dataset=Dataset.from_pandas(PAIRS))
     batch = tr.data_collator([tr.train_dataset[i] for i in range(4)])
     ours = pf.PairCollator(tok.pad_token_id)([pf.pair_dataset(PAIRS, tok)[i] for i in range(4)])
     with torch.no_grad():
@@ -117,3 +117,14 @@ def test_grpo_train_runs(tiny):
 def test_best_of_n_kl():
     assert pf.best_of_n_kl(1) == 0.0 and pf.best_of_n_kl(4) == pytest.approx(math.log(4) - 0.75)
     with pytest.raises(ValueError): pf.best_of_n_kl(0)
+
+
+def test_dpo_with_fit_starts_at_ln2_and_grows_the_margin(tiny):
+    from ftlab.engine import fit
+    model, tok = tiny
+    pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
+    res = fit(pol, pf.pair_dataset(PAIRS, tok), loss_fn=pf.dpo_loss_fn(0.1), frozen=dict(ref=model), collate_fn=pf.PairCollator(tok.pad_token_id),
+              task="lm", max_steps=4, batch_size=4, lr=1e-2, weight_decay=0.0, plot=False, progress=False, log_every=1, mixed_precision="no")
+    h = res.history
+    assert h.loss.iloc[0] == pytest.approx(math.log(2), abs=1e-5) and h.margin.iloc[0] == pytest.approx(0.0, abs=1e-6)
+    assert h.margin.iloc[-1] > 0 and h.loss.iloc[-1] < math.log(2)   # the same 4 pairs every step: the margin must grow
