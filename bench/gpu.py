@@ -111,15 +111,13 @@ def run_fit(model, ds, bs, warmup, steps, fused=False, watch_syncs=False, lr=1e-
 
 def run_bare(model, ds, bs, warmup, steps, fused=False, lr=1e-4, pinned=False):
     "Hand-written loop: same batches, collator, AdamW groups, schedule, clipping; torch.autocast bf16."
-    from ftlab.engine import Collator, epoch_batches, seed_everything
+    from ftlab.engine import Collator, epoch_batches, param_groups, seed_everything
     seed_everything(0)
     cuda = torch.cuda.is_available(); dev = "cuda" if cuda else "cpu"
     model.to(dev).train()
     cols = ds.select_columns(["input_ids", "attention_mask", "labels"]).to_dict()
     plan = epoch_batches([len(x) for x in cols["input_ids"]], bs, 0, 0)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n.lower()]
-    no = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n.lower())]
-    opt = torch.optim.AdamW([dict(params=decay, weight_decay=0.01), dict(params=no, weight_decay=0.0)], lr=lr, fused=True if fused else None)
+    opt = torch.optim.AdamW(param_groups(model, lr, 0.01), lr=lr, fused=True if fused else None)   # the engine's no-decay rule
     total = warmup + steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, (total - t) / total))
     coll = Collator(pad_token_id=0)

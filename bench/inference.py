@@ -59,3 +59,31 @@ def generation_throughput(model, tok, new_tokens=24, prompts=PROMPTS, log=print)
     rows[0]["same_tokens_as_no_cache"] = outs[True] == outs[False]
     rows[0]["cache_speedup"] = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
     return rows
+
+
+def batched_generation_throughput(model, tok, new_tokens=24, batch_sizes=(1, 16), precisions=("fp32", "bf16"), log=print) -> list[dict]:
+    """Greedy generation with the KV cache of exactly `new_tokens` tokens for 16 prompts (the PROMPTS repeated), in batches
+    of each size (left-padded), in fp32 and under bf16 autocast: new tokens/s — the number the RL chapters' budgets rest on."""
+    model.eval(); rows = []
+    prompts = (PROMPTS * 4)[:16]
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        with torch.inference_mode():
+            for prec in precisions:
+                amp = torch.autocast("cpu", dtype=torch.bfloat16) if prec == "bf16" else torch.autocast("cpu", enabled=False)
+                for bs in batch_sizes:
+                    with amp:
+                        e = tok(prompts[:bs], return_tensors="pt", padding=True)
+                        model.generate(**e, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
+                        t = time.perf_counter(); gen = 0
+                        for s in range(0, len(prompts), bs):
+                            e = tok(prompts[s:s + bs], return_tensors="pt", padding=True)
+                            o = model.generate(**e, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                               pad_token_id=tok.pad_token_id)
+                            gen += (o.shape[1] - e["input_ids"].shape[1]) * o.shape[0]
+                        dt = time.perf_counter() - t
+                    rows.append(dict(kind="generate", model="smollm2-135m", variant=f"{prec} kv-cache", n=len(prompts), batch_size=bs,
+                                     new_tokens=gen, time_s=dt, tokens_per_s=gen / dt))
+                    log(f"  generate {prec} batch {bs:>2}: {gen / dt:8.1f} new tokens/s")
+    finally: tok.padding_side = side
+    return rows

@@ -98,7 +98,7 @@ def breakdown(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, log=prin
     return phases, acc
 
 
-def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_length=True, log=print) -> dict:
+def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_length=True, precision="fp32", log=print) -> dict:
     """MFU of `ftlab.engine.fit` itself as the chapters run it (length-grouped batches, fused AdamW, clipping), on the
     same model and data as `breakdown`: 6 × N × real tokens of the timed steps / their wall time."""
     from ftlab.engine import Callback, epoch_batches, fit
@@ -110,13 +110,14 @@ def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_l
     clock, model = Clock(), fresh_model(spec)
     N, total = non_embedding_params(model), warmup + steps
     fit(model, spec["ds"], task=spec["task"], max_steps=total, batch_size=batch_size, lr=5e-5, weight_decay=0.01,
-        group_by_length=group_by_length, progress=False, plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0)
+        group_by_length=group_by_length, progress=False, plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0,
+        mixed_precision=precision)
     wall = clock.t[-1] - clock.t[warmup - 1]
     timed = plan[warmup:total]
     real = sum(lengths[i] for b in timed for i in b); padded = sum(len(b) * max(lengths[i] for i in b) for b in timed)
-    out = dict(fit_group_by_length=group_by_length, fit_tokens_per_s=real / wall, fit_pad_fraction=1 - real / padded,
+    out = dict(fit_precision=precision, fit_group_by_length=group_by_length, fit_tokens_per_s=real / wall, fit_pad_fraction=1 - real / padded,
                fit_achieved_gflops=6 * N * real / wall / 1e9)
     if peak_gflops: out["fit_mfu"] = out["fit_achieved_gflops"] / peak_gflops
-    log(f"  fit as the chapters run it (group_by_length={group_by_length}): {out['fit_achieved_gflops']:.1f} GFLOP/s achieved, "
+    log(f"  fit as the chapters run it ({precision}, group_by_length={group_by_length}): {out['fit_achieved_gflops']:.1f} GFLOP/s achieved, "
         f"MFU {out.get('fit_mfu', float('nan')):.1%}, padding {out['fit_pad_fraction']:.1%}")
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("throughput", "mfu", "inference")
+SECTIONS = ("throughput", "precision", "mfu", "inference")
 
 # one place for both sizes: `--quick` is a smoke run, the default fits in < 10 minutes on 2 idle cores
 CONFIG = dict(
@@ -75,6 +75,32 @@ def main(argv=None):
                                       "training throughput (median over rounds; fit_over_this = median of per-round ratios of samples/s; "
                                       "_cpu: the same from process CPU time per step, less sensitive to other load)"))
 
+    if "precision" in a.only:
+        log(f"\n== bf16 (autocast on this CPU; fp32 master weights): {rounds} interleaved rounds ==")
+        bf = C.matmul_gflops(2048, dtype=torch.bfloat16, reps=3)
+        P_bf16 = bf["gflops_best"]; C.write_csv("matmul_bf16", [bf], out)
+        log(f"bf16 matmul peak: {bf['gflops_median']:.1f} GFLOP/s (2048³), {P_bf16 / P:.2f}x the fp32 peak")
+        rows = T.compare(cls, {**cfg["cls"], "precision": "bf16"}, ("fit", "trainer", "bare"), rounds, log)
+        if lm is not None: rows += T.compare(lm, {**cfg["lm"], "precision": "bf16"}, ("fit", "trainer", "bare"), rounds, log)
+        # defaults vs defaults: what a user gets from fit(...) and from Trainer(...).train() with no tuning
+        rows += T.compare(cls, cfg["cls"], ("fit_defaults", "trainer_defaults"), rounds, log)
+        C.write_csv("precision_runs", rows, out)
+        summ = T.summarize(rows)
+        for r_ in summ:   # the defaults pair: fit_defaults over trainer_defaults
+            if r_["contender"] == "trainer_defaults":
+                fd = {x["round"]: x for x in rows if x["contender"] == "fit_defaults"}; td = {x["round"]: x for x in rows if x["contender"] == "trainer_defaults"}
+                r_["fit_over_this"] = C.median(fd[k]["samples_per_s"] / td[k]["samples_per_s"] for k in td if k in fd)
+        C.write_csv("precision", summ, out)
+        from bench.mfu import fit_mfu
+        m16 = fit_mfu(cls, peak_gflops=P_bf16, log=log, precision="bf16", **cfg["mfu"])
+        m32 = fit_mfu(cls, peak_gflops=P, log=log, precision="fp32", **cfg["mfu"])
+        summary_tables.append(C.table(summ, ["task", "contender", "runs", "samples_per_s", "step_ms", "cpu_ms_per_step", "fit_over_this"],
+                                      "bf16 throughput (same batches) and defaults vs defaults (fit_defaults: auto precision + length-grouped batches; "
+                                      "trainer_defaults: TrainingArguments' defaults)"))
+        summary_tables.append(C.table([dict(precision="bf16", peak_gflops=P_bf16, achieved_gflops=m16["fit_achieved_gflops"], mfu=m16["fit_mfu"]),
+                                       dict(precision="fp32", peak_gflops=P, achieved_gflops=m32["fit_achieved_gflops"], mfu=m32["fit_mfu"])],
+                                      ["precision", "peak_gflops", "achieved_gflops", "mfu"], "MFU of fit (chapter configuration) against each precision's measured matmul peak"))
+
     if "mfu" in a.only:
         log("\n== CPU MFU (MiniLM full fine-tuning) ==")
         from bench.mfu import breakdown, fit_mfu
@@ -90,9 +116,11 @@ def main(argv=None):
 
     if "inference" in a.only:
         log("\n== inference ==")
-        from bench.inference import eval_throughput, generation_throughput
+        from bench.inference import batched_generation_throughput, eval_throughput, generation_throughput
         rows = eval_throughput(cls, n=cfg["eval_n"], log=log)
-        if lm is not None: rows += generation_throughput(lm["model"], lm["tok"], cfg["gen_tokens"], log=log)
+        if lm is not None:
+            rows += generation_throughput(lm["model"], lm["tok"], cfg["gen_tokens"], log=log)
+            rows += batched_generation_throughput(lm["model"], lm["tok"], cfg["gen_tokens"], log=log)
         C.write_csv("inference", rows, out)
         summary_tables.append(C.table(rows, ["kind", "model", "variant", "n", "batch_size", "time_s", "samples_per_s", "tokens_per_s"], "inference"))
 

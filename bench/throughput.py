@@ -64,21 +64,21 @@ def plan_for(spec, batch_size):
 
 
 def param_groups(model, lr, wd):
-    "AdamW groups: weight decay on matrices, none on biases and norm weights (the rule of fit and Trainer)."
-    decay, no = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad: (no if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    return [dict(params=decay, weight_decay=wd), dict(params=no, weight_decay=0.0)]
+    "AdamW groups by the engine's one rule (no weight decay on biases and norms), trainable parameters only."
+    from ftlab.engine import param_groups as groups
+    return groups(model, lr, wd, trainable_only=True)
 
 
 # ------------------------------------------------------------------------------------- contenders
-def run_fit(spec, cfg, fused=False):
+def run_fit(spec, cfg, fused=False, defaults=False):
+    "fit on the shared plan in `cfg['precision']`; with `defaults`, fit as a user calls it (auto precision, length-grouped batches)."
     from ftlab.engine import Callback, fit
     class Clock(Callback):
         def __init__(self): self.t, self.c = [], []
         def on_step_end(self, state): self.t.append(time.perf_counter()); self.c.append(time.process_time())
     clock = Clock(); model = fresh_model(spec)
     kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
+    if not defaults: kw.update(mixed_precision=cfg.get("precision", "fp32"), group_by_length=False)   # the same batches as the others
     t0 = time.perf_counter()
     res = fit(model, spec["ds"], task=spec["task"], max_steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
               weight_decay=cfg["wd"], scheduler="linear", warmup=0, max_grad_norm=1.0, log_every=10, progress=False,
@@ -88,7 +88,8 @@ def run_fit(spec, cfg, fused=False):
     return dict(t=clock.t, c=clock.c, wall=wall, t0=t0, model=res.model, last_loss=float(last))
 
 
-def run_trainer(spec, cfg, order):
+def run_trainer(spec, cfg, order, defaults=False):
+    "Trainer on the shared plan in `cfg['precision']`; with `defaults`, TrainingArguments' defaults (its sampler, fp32 on a CPU)."
     from transformers import (DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainerCallback,
                               TrainingArguments)
     from transformers.utils import logging as hf_logging
@@ -103,14 +104,20 @@ def run_trainer(spec, cfg, order):
             else DataCollatorWithPadding(spec["tok"]))
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         warnings.simplefilter("ignore"); hf_logging.set_verbosity_error()
-        args = TrainingArguments(output_dir=d, per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"],
-                                 learning_rate=cfg["lr"], weight_decay=cfg["wd"], lr_scheduler_type="linear", warmup_steps=0,
-                                 max_grad_norm=1.0, logging_steps=min(10, cfg["steps"]), save_strategy="no", report_to="none",
-                                 disable_tqdm=True, seed=0, dataloader_num_workers=0, optim=cfg.get("trainer_optim", "adamw_torch_fused"),
-                                 bf16=cfg.get("bf16", False))
+        if defaults:
+            args = TrainingArguments(output_dir=d, per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"],
+                                     learning_rate=cfg["lr"], weight_decay=cfg["wd"], logging_steps=min(10, cfg["steps"]),
+                                     save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+        else:
+            args = TrainingArguments(output_dir=d, per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"],
+                                     learning_rate=cfg["lr"], weight_decay=cfg["wd"], lr_scheduler_type="linear", warmup_steps=0,
+                                     max_grad_norm=1.0, logging_steps=min(10, cfg["steps"]), save_strategy="no", report_to="none",
+                                     disable_tqdm=True, seed=0, dataloader_num_workers=0, optim=cfg.get("trainer_optim", "adamw_torch_fused"),
+                                     bf16=cfg.get("precision") == "bf16" or cfg.get("bf16", False),
+                                     use_cpu=not torch.cuda.is_available())
         t0 = time.perf_counter()
-        tr = PlanTrainer(model=model, args=args, train_dataset=spec["ds"], data_collator=coll, processing_class=spec["tok"],
-                         callbacks=[clock])
+        tr = (Trainer if defaults else PlanTrainer)(model=model, args=args, train_dataset=spec["ds"], data_collator=coll,
+                                                     processing_class=spec["tok"], callbacks=[clock])
         with contextlib.redirect_stdout(io.StringIO()): tr.train()  # Trainer prints its log dicts
         wall = time.perf_counter() - t0
     logs = [h["loss"] for h in tr.state.log_history if "loss" in h]
@@ -123,7 +130,8 @@ def run_bare(spec, cfg, cols, plan):
     seed_everything(0)
     model = fresh_model(spec); dev = cfg.get("device", "cpu"); model.to(dev).train()
     collate, total = Collator(spec["tok"]), cfg["steps"]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.get("bf16") else torch.autocast("cpu", enabled=False)
+    bf16 = cfg.get("bf16") or cfg.get("precision") == "bf16"
+    amp = torch.autocast(torch.device(dev).type, dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
     t0 = time.perf_counter()
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg["wd"]), lr=cfg["lr"], weight_decay=cfg["wd"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, (total - t) / total))
@@ -159,13 +167,15 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
             if c == "fit": out = run_fit(spec, cfg)
             elif c == "fit_fused": out = run_fit(spec, cfg, fused=True)
             elif c == "trainer": out = run_trainer(spec, cfg, order)
+            elif c == "fit_defaults": out = run_fit(spec, cfg, defaults=True)
+            elif c == "trainer_defaults": out = run_trainer(spec, cfg, order, defaults=True)
             elif c == "bare": out = run_bare(spec, cfg, cols, plan)
             else: raise ValueError(c)
             t = out["t"]
             if len(t) != S: raise RuntimeError(f"{c}: recorded {len(t)} steps, expected {S}")
             dt = t[-1] - t[W - 1] if W else t[-1] - out["t0"]
             cpu = out["c"][-1] - out["c"][W - 1] if W else float("nan")
-            row = dict(task=spec["name"], round=r, contender=c, batch_size=cfg["batch_size"], timed_steps=S - W,
+            row = dict(task=spec["name"] + ("" if c.endswith("_defaults") else f" {cfg.get('precision', 'fp32')}"), round=r, contender=c, batch_size=cfg["batch_size"], timed_steps=S - W,
                        time_s=dt, step_ms=1000 * dt / (S - W), cpu_ms_per_step=1000 * cpu / (S - W), samples_per_s=n_samples / dt, tokens_per_s=n_tok / dt,
                        padded_tokens_per_s=n_padded / dt, pad_fraction=1 - n_tok / n_padded, call_wall_s=out["wall"],
                        setup_s=(t[0] - out["t0"]), last_loss=out["last_loss"], threads=torch.get_num_threads())
@@ -175,7 +185,7 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
             if c == "fit": fit_model = out["model"]
             if c == "bare": bare_model = out["model"]
             del out
-        if r == 0 and "fit" in contenders and "bare" in contenders:
+        if r == 0 and "fit" in contenders and "bare" in contenders and cfg.get("precision", "fp32") == "fp32":
             a, b = fit_model.state_dict(), bare_model.state_dict()
             diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
             log(f"  check: max |w_fit - w_bare| after {S} steps = {diff:.3g} (same data, init, optimizer and RNG)")

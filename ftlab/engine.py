@@ -15,12 +15,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checkpoint import (CheckpointError, _checkpoints, _no_hf_bars, latest_checkpoint, load_checkpoint,
+                              save_checkpoint, save_model, verify_checkpoint)
+
 # %% auto #0
-__all__ = ['PROFILES', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile', 'by_profile', 'seed_everything', 'tokenize', 'Collator',
+__all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile', 'by_profile',
+           'seed_everything', 'bf16_speedup', 'resolve_precision', 'inference_autocast', 'tokenize', 'Collator',
            'epoch_batches', 'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics',
            'columns', 'lengths', 'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState',
-           'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'CheckpointError', 'verify_checkpoint', 'save_model',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'no_decay', 'param_groups', 'TrainingDiverged',
+           'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'TrainingDiverged',
            'FitResult', 'get_accelerator', 'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
@@ -45,6 +48,65 @@ def seed_everything(seed: int = 0):
     "Seed python, numpy and torch (all devices) with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+
+# %% ../nbs/01_engine.ipynb #d6a1a3aa
+BF16_MIN_SPEEDUP = 1.5          # bf16 autocast on a CPU only when its matmul is at least this much faster than fp32
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_PRECISION_SHOWN = set()
+
+def _cache_dir() -> Path: return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
+
+def _cpu_name() -> str:
+    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
+
+def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
+    "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (best of 3, interleaved; cached)."
+    key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
+    f = _cache_dir()/"precision_probe.json"
+    try: known = json.loads(f.read_text()) if cache and f.exists() else {}
+    except ValueError: known = {}
+    if key in known: return known[key]
+    def best(dtype):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
+        t = time.perf_counter()
+        for _ in range(reps): a @ b
+        return time.perf_counter() - t
+    times = {torch.float32: [], torch.bfloat16: []}
+    for _ in range(3):                       # interleaved, so a load that comes and goes hits both alike
+        for d in times: times[d].append(best(d))
+    ratio = round(min(times[torch.float32]) / min(times[torch.bfloat16]), 3)
+    if cache:
+        try: f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps({**known, key: ratio}, indent=1))
+        except OSError: pass
+    return ratio
+
+def resolve_precision(mixed_precision: str = "auto") -> str:
+    "The precision `fit` trains in — 'fp32', 'bf16' or 'fp16' — for `mixed_precision` ('auto' reads `$FTLAB_PRECISION`, else probes)."
+    p = {"no": "fp32"}.get(mixed_precision, mixed_precision)
+    if p not in PRECISIONS: raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or 'no'), got {mixed_precision!r}.")
+    if p != "auto": return p
+    env = os.environ.get("FTLAB_PRECISION", "").strip().lower()
+    if env:
+        if env not in PRECISIONS: raise ValueError(f"FTLAB_PRECISION must be one of {PRECISIONS}, got {env!r}.")
+        if env != "auto": return env
+    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
+
+def _show_precision(p: str, asked: str = "auto"):
+    if p in _PRECISION_SHOWN: return
+    _PRECISION_SHOWN.add(p)
+    if asked != "auto": why = f"mixed_precision={asked!r}"
+    elif torch.cuda.is_available(): why = "GPU"
+    elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
+    else: why = f"bf16 matmul {bf16_speedup():.1f}x fp32 on this CPU; threshold {BF16_MIN_SPEEDUP}x; FTLAB_PRECISION overrides"
+    print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
+
+def inference_autocast(device) -> contextlib.AbstractContextManager:
+    "Autocast for inference outside `fit` (`evaluate`, `predict_logits`, `features`) in the precision `resolve_precision()` picks."
+    p = resolve_precision()
+    if p == "fp32": return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 # %% ../nbs/01_engine.ipynb #3a809f4a
 def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` with a text column
@@ -232,7 +294,7 @@ def evaluate(model,                         # the model to measure
     predict = predict_fn or (_default_predict(task) if task != "lm" else None)
     was_training = model.training; model.eval()
     preds, labels, loss_sum, loss_n, tok_loss, tok_n = [], [], 0.0, 0, 0.0, 0
-    autocast = accelerator.autocast() if accelerator else contextlib.nullcontext()
+    autocast = accelerator.autocast() if accelerator else inference_autocast(device)
     with torch.inference_mode(), autocast:
         for idx, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
             if task == "lm" and predict_fn is None:
@@ -276,7 +338,7 @@ def predict_logits(model,                  # a classifier (or any model whose ou
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, collate_fn, tokenizer, _device_of(model), drop=("labels",)):
-            lg = model(**b).logits.float().cpu()
+            with inference_autocast(_device_of(model)): lg = model(**b).logits.float().cpu()
             if out is None: out = torch.empty((len(ds),) + tuple(lg.shape[1:]))
             out[idx] = lg
     finally: model.train(was)
@@ -297,7 +359,7 @@ def features(model,                  # a `transformers` encoder, or a classifier
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, None, tokenizer, _device_of(model), drop=("labels",)):
-            h = model(**b, output_hidden_states=True).hidden_states[layer]
+            with inference_autocast(_device_of(model)): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
             if pooling == "cls": f = h[:, 0]
             else:
                 m = b["attention_mask"].unsqueeze(-1).to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
@@ -428,216 +490,6 @@ class LivePlot(Callback):
         self._draw(state)
     def on_fit_end(self, state): self._draw(state, force=True)
 
-# %% ../nbs/01_engine.ipynb #448a4b6e
-_STATE_FILE = "trainer_state.json"
-_SUMS_FILE = "checksums.json"
-
-class CheckpointError(ValueError):
-    "A checkpoint that cannot be used: corrupt or truncated files, or written by another model."
-
-def _fsync_tree(d: Path):
-    for f in sorted(Path(d).rglob("*")):
-        if f.is_file():
-            with open(f, "rb") as fh: os.fsync(fh.fileno())
-    try:
-        fd = os.open(d, os.O_RDONLY); os.fsync(fd); os.close(fd)
-    except OSError: pass
-
-def _sha256(f: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
-def _write_checksums(d: Path):
-    "Write the sha256 and size of every file under `d` to `d/checksums.json`."
-    sums = {str(f.relative_to(d)): [_sha256(f), f.stat().st_size] for f in sorted(d.rglob("*")) if f.is_file() and f.name != _SUMS_FILE}
-    (d/_SUMS_FILE).write_text(json.dumps(sums, indent=0))
-
-def verify_checkpoint(path) -> list[str]:
-    "The problems found in checkpoint `path` (missing, truncated or altered files); empty if it is intact."
-    d = Path(path); sums_file = d/_SUMS_FILE
-    if not (d/"state"/_STATE_FILE).exists(): return [f"no state/{_STATE_FILE}"]
-    if not sums_file.exists(): return []          # written before checksums existed: nothing to compare against
-    try: sums = json.loads(sums_file.read_text())
-    except ValueError: return [f"{_SUMS_FILE} is not valid JSON"]
-    bad = []
-    for rel, (sha, size) in sums.items():
-        f = d/rel
-        if not f.exists(): bad.append(f"{rel} is missing")
-        elif f.stat().st_size != size: bad.append(f"{rel} has {f.stat().st_size} bytes, {size} were written")
-        elif _sha256(f) != sha: bad.append(f"{rel} was altered after it was written (sha256 differs)")
-    return bad
-
-# %% ../nbs/01_engine.ipynb #ea3127c6
-def _rng_state() -> dict:
-    st = dict(python=[random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-              numpy=[np.random.get_state()[0], np.random.get_state()[1].tolist(), *[float(x) if isinstance(x, float) else int(x) for x in np.random.get_state()[2:]]],
-              torch=torch.get_rng_state().tolist())
-    if torch.cuda.is_available(): st["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return st
-
-def _set_rng_state(st: dict):
-    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
-    n = st["numpy"]; np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), int(n[2]), int(n[3]), float(n[4])))
-    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
-
-@contextlib.contextmanager
-def _no_hf_bars():
-    "Hide transformers' own progress bars (shard writing) while ftlab writes checkpoints."
-    from transformers.utils import logging as hf_logging
-    was = hf_logging.is_progress_bar_enabled(); hf_logging.disable_progress_bar()
-    try: yield
-    finally:
-        if was: hf_logging.enable_progress_bar()
-
-def save_model(model, path, tokenizer=None):
-    "Write `model` (and `tokenizer`) to directory `path` as safetensors; atomically replaces an existing directory."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
-    try:
-        if hasattr(model, "save_pretrained"):
-            with _no_hf_bars(): model.save_pretrained(tmp)
-        else:
-            from safetensors.torch import save_model as _sm
-            _sm(model, str(tmp/"model.safetensors"))
-        if tokenizer is not None: tokenizer.save_pretrained(tmp)
-        _fsync_tree(tmp)
-        _replace_dir(tmp, path)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-def _replace_dir(tmp: Path, final: Path):
-    "Move finished directory `tmp` to `final`; an existing `final` is swapped out first, then deleted."
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}"); os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-
-# %% ../nbs/01_engine.ipynb #aa5f52e0
-def _save_weights(module, d: Path):
-    "`save_pretrained` where the module has it (safetensors), else its state dict as `model.safetensors`."
-    if hasattr(module, "save_pretrained"):
-        with _no_hf_bars(): module.save_pretrained(d)
-    else:
-        from safetensors.torch import save_model as _sm
-        d.mkdir(parents=True, exist_ok=True); _sm(module, str(d/"model.safetensors"))
-
-def save_checkpoint(path,                 # the checkpoint directory to write (replaced atomically)
-                    model, optimizer, scheduler,
-                    state: dict,          # the loop's counters and history (JSON)
-                    accelerator=None,
-                    modules: dict | None = None):  # extra trainable modules, by name, saved under `modules/<name>`
-    "Atomically write a resumable checkpoint of model, extra modules, optimizer, scheduler, RNG and loop `state` to `path`."
-    path = Path(path)
-    acc = accelerator
-    main = acc is None or acc.is_main_process
-    rank = acc.process_index if acc else 0
-    tmp = path.with_name(f".tmp-{path.name}")
-    if main:
-        if tmp.exists(): shutil.rmtree(tmp)
-        (tmp/"state").mkdir(parents=True)
-    if acc: acc.wait_for_everyone()
-    (tmp/"state"/f"rng_{rank}.json").write_text(json.dumps(_rng_state()))
-    if acc: acc.wait_for_everyone()
-    if main:
-        unwrap = acc.unwrap_model if acc else (lambda m: m)
-        _save_weights(unwrap(model), tmp/"model")
-        for name, m in (modules or {}).items(): _save_weights(unwrap(m), tmp/"modules"/name)
-        torch.save(optimizer.state_dict(), tmp/"state"/"optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp/"state"/"scheduler.pt")
-        (tmp/"state"/_STATE_FILE).write_text(json.dumps(state, default=float))
-        _write_checksums(tmp)
-        _fsync_tree(tmp)
-        _replace_dir(tmp, path)
-    if acc: acc.wait_for_everyone()
-    return path
-
-# %% ../nbs/01_engine.ipynb #ebffd888
-def _read_safetensors(f: Path) -> dict:
-    from safetensors.torch import load_file
-    try: return load_file(f)
-    except Exception as e:
-        raise CheckpointError(f"{f} cannot be read as safetensors ({type(e).__name__}: {e}): the file is corrupt or truncated "
-                              f"(a crash or a full disk while it was written?). Resume from an earlier checkpoint.") from None
-
-def _load_weights(model, model_dir: Path):
-    "Load the safetensors weights in `model_dir` into `model` (plain, sharded or peft adapter), checking names and shapes."
-    if (model_dir/"adapter_model.safetensors").exists():
-        from peft import set_peft_model_state_dict
-        set_peft_model_state_dict(model, _read_safetensors(model_dir/"adapter_model.safetensors")); return
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        bins = list(model_dir.glob("*.bin")) + list(model_dir.glob("*.pt")) + list(model_dir.glob("*.pth"))
-        raise ValueError(f"No safetensors weights in {model_dir}" + (f" (found pickled {', '.join(b.name for b in bins)}: ftlab refuses pickle "
-                         f"checkpoints, which can run arbitrary code when loaded; convert them with safetensors in a trusted environment)" if bins else "") + ".")
-    sd = {}
-    for f in files: sd.update(_read_safetensors(f))
-    own = model.state_dict()
-    wrong = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in sd if k in own and sd[k].shape != own[k].shape]
-    if wrong:
-        k, a, b = wrong[0]
-        raise CheckpointError(f"Checkpoint {model_dir} was written by another model: {k} has shape {list(a)} there and {list(b)} here "
-                              f"({len(wrong)} tensors differ; another num_labels or model size?). Resume with the model the run was started with.")
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    ptrs = {}
-    for k, t in own.items(): ptrs.setdefault(t.data_ptr(), []).append(k)
-    tied = {k for ks in ptrs.values() if len(ks) > 1 for k in ks}
-    bad_missing = [k for k in missing if k not in tied]
-    if bad_missing or unexpected:
-        raise CheckpointError(f"Checkpoint {model_dir} does not match the model: missing {bad_missing[:5]}, unexpected {list(unexpected)[:5]}. "
-                              f"Resume with the same model architecture and head as the run that wrote it.")
-
-def _checkpoints(d: Path) -> list[Path]:
-    "Complete checkpoints in `d`, newest first (`d` itself if it is one)."
-    if (d/"state"/_STATE_FILE).exists(): return [d]
-    cks = [p for p in d.glob("checkpoint-*") if (p/"state"/_STATE_FILE).exists() and p.name.split("-")[-1].isdigit()]
-    return sorted(cks, key=lambda p: -int(p.name.split("-")[-1]))
-
-def latest_checkpoint(output_dir, valid: bool = False) -> Path | None:
-    "The newest complete checkpoint (`checkpoint-<step>`) in `output_dir` (the newest intact one if `valid`), or None."
-    for ck in _checkpoints(Path(output_dir)):
-        if not valid or not verify_checkpoint(ck): return ck
-    return None
-
-def load_checkpoint(path, model, optimizer=None, scheduler=None, accelerator=None, modules: dict | None = None) -> dict:
-    "Restore model, extra modules, optimizer, scheduler and this process's RNG from checkpoint `path`; returns the loop state."
-    p = Path(path)
-    cks = _checkpoints(p) if p.exists() else []
-    if not cks:
-        raise FileNotFoundError(f"No complete checkpoint at {path} (looked for state/{_STATE_FILE} or checkpoint-<step>/ inside). "
-                                f"Pass the output_dir of an earlier fit(..., save_every=N) run.")
-    ck = next((c for c in cks if not verify_checkpoint(c)), None)
-    if ck is None:
-        raise CheckpointError(f"Checkpoint {cks[0]} is corrupt: {'; '.join(verify_checkpoint(cks[0])[:3])}. "
-                              + ("No intact checkpoint is left; start the run again." if len(cks) > 1 or cks[0] != p else
-                                 "Pass the run's output_dir to resume from the newest intact checkpoint, or start again."))
-    if ck != cks[0]:
-        warnings.warn(f"Checkpoint {cks[0]} is corrupt ({'; '.join(verify_checkpoint(cks[0])[:2])}); resuming from the newest intact "
-                      f"one, {ck}.", stacklevel=2)
-    unwrap = accelerator.unwrap_model if accelerator else (lambda m: m)
-    _load_weights(unwrap(model), ck/"model")
-    for name, m in (modules or {}).items():
-        if not (ck/"modules"/name).exists():
-            raise CheckpointError(f"Checkpoint {ck} has no weights for the extra module {name!r} (it has {sorted(x.name for x in (ck/'modules').glob('*'))}). "
-                                  f"Resume with the same `modules=` as the run that wrote it.")
-        _load_weights(unwrap(m), ck/"modules"/name)
-    try:
-        if optimizer is not None: optimizer.load_state_dict(torch.load(ck/"state"/"optimizer.pt", weights_only=True, map_location="cpu"))
-    except ValueError as e:
-        raise CheckpointError(f"The optimizer state in {ck} does not fit this run ({e}): resume with the same model, extra modules "
-                              f"and parameter groups as the run that wrote it.") from None
-    if scheduler is not None: scheduler.load_state_dict(torch.load(ck/"state"/"scheduler.pt", weights_only=True))
-    rank = accelerator.process_index if accelerator else 0
-    rng = ck/"state"/f"rng_{rank}.json"
-    if rng.exists(): _set_rng_state(json.loads(rng.read_text()))
-    st = json.loads((ck/"state"/_STATE_FILE).read_text()); st["path"] = str(ck)
-    return st
-
 # %% ../nbs/01_engine.ipynb #d844d8f6
 def no_decay(name: str, p) -> bool:
     "The usual rule: no weight decay on biases, norms and other 1-d parameters."
@@ -685,21 +537,22 @@ class FitResult:
         m = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
         return f"FitResult(steps={self.steps}, train_time_s={self.train_time_s:.1f}, samples/s={self.samples_per_s:.1f}, {m})"
 
-# %% ../nbs/01_engine.ipynb #8dd7438f
+# %% ../nbs/01_engine.ipynb #8f102cc6
 _ACCEL = None
 
 def get_accelerator(mixed_precision: str = "auto"):
-    "The process's `Accelerator` (created once; re-created if `mixed_precision` changes)."
+    "The process's `Accelerator` (created once; re-created if the precision changes); see `resolve_precision`."
     global _ACCEL
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if _ACCEL is not None and _ACCEL.mixed_precision == mixed_precision: return _ACCEL
-    if _ACCEL is not None: AcceleratorState._reset_state(True)
-    # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
-    multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
-    _ACCEL = Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+    p = resolve_precision(mixed_precision)
+    mp = {"fp32": "no"}.get(p, p)
+    if _ACCEL is None or _ACCEL.mixed_precision != mp:
+        if _ACCEL is not None: AcceleratorState._reset_state(True)
+        # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
+        multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
+        _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
+    if _ACCEL.is_main_process: _show_precision(p, mixed_precision)
     return _ACCEL
 
 
@@ -868,14 +721,14 @@ def fit(model,                            # a `transformers` model or any module
         save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
         save_total_limit: int = 2,        # keep only the newest N checkpoints
         resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint)
-        group_by_length: bool = False,    # batch similar lengths together (less padding)
+        group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
         progress: bool = True,            # tqdm progress bar
         plot: bool | None = None,         # live plot (default: in notebooks)
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
         metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
         predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
-        mixed_precision: str = "auto",    # 'auto' (bf16 on a capable GPU), 'no', 'bf16', 'fp16'
+        mixed_precision: str = "auto",    # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)

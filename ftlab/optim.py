@@ -73,6 +73,6 @@ class Adam(torch.optim.Optimizer):
         return loss
 
 class AdamW(Adam):
-    "Adam with decoupled weight decay (Loshchilov & Hutter): `theta *= 1 - lr*wd` before each Adam step."
+    "Adam with decoupled weight decay in PyTorch's form, `theta *= 1 - lr*wd` before each Adam step (Loshchilov & Hutter scale the decay by the schedule factor, not by `lr`)."
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=True)

@@ -333,6 +333,11 @@ def _run_notebook(path: Path, profile: str, results_dir: Path, timeout: int) -> 
             raise RuntimeError(f"{path.name} failed in the {profile} profile: {msg[-1] if msg else type(e).__name__}") from e
     return time.perf_counter() - t
 
+def _precision() -> str:
+    "The precision `fit` trains in here (see `ftlab.engine.resolve_precision`)."
+    from ftlab.engine import resolve_precision
+    return resolve_precision()
+
 def record_notebook(notebook,                  # the chapter's notebook, e.g. 'nbs/30_full_finetune.ipynb'
                     profile: str = "medium",   # the profile to record
                     also_fast: bool = True,    # also record the fast profile (what CI reproduces)
@@ -352,7 +357,7 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
             if not csvs: raise RuntimeError(f"{path.name} ran in the {p} profile but called `record` nowhere: nothing to write.")
             df = results_frame(pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True))
         df = df.assign(profile=p, code_hash=code_hash(path), command=command, machine=machine(),
-                       precision=os.environ.get("FTLAB_PRECISION", "auto"),
+                       precision=_precision(),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=round(wall, 1))
         frames.append(df)
     assert path.read_bytes() == before, f"{path} changed while it was recorded"

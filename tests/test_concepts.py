@@ -6,8 +6,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 datasets = pytest.importorskip("datasets")
-from ftlab.concepts import (budget_indices, frozen_features, fresh_head_like, gaps, head_param_groups, label_budget_subsets,
-                            learning_curve, linear_probe, plot_confusion, random_init_like, summarize, tfidf_baseline)
+from ftlab.concepts import (ProbeClassifier, budget_finetune, budget_indices, feature_cache, fresh_head_like, gaps, head_param_groups,
+                            label_budget_subsets, learning_curve, linear_probe, plot_confusion, predict, random_init_like, summarize,
+                            tfidf_baseline)
+from ftlab.engine import features, predict_logits
 from ftlab.testing import tiny_bert, toy_dataset
 
 
@@ -79,25 +81,32 @@ def test_head_param_groups_cover_every_parameter_once():
         assert all((id(p) in head) == (id(g["params"][0]) in head) for p in g["params"])
 
 
-def test_frozen_features_order_and_pooling():
-    m = tiny_bert(); ds = toy_dataset(20)
-    f = frozen_features(m, ds)
-    assert f.shape == (20, m.config.hidden_size)
-    one = frozen_features(m, ds.select([7]))
-    np.testing.assert_allclose(f[7], one[0], atol=1e-5)         # dataset order, padding does not leak into the mean
-    assert not np.allclose(frozen_features(m, ds, pooling="cls"), f)
-    with pytest.raises(ValueError, match="pooling must be"): frozen_features(m, ds, pooling="max")
+def test_probe_is_a_classifier_that_matches_its_features():
+    m = tiny_bert(); ds = toy_dataset(40)
+    r = linear_probe(m, ds, ds, C=1.0, pooling="cls")
+    assert isinstance(r.model, ProbeClassifier) and r.model.body is m.bert and 0 <= r.metrics["accuracy"] <= 1
+    cache = feature_cache(m.bert, "cls")
+    f = features(m.bert, ds, pooling="cls")
+    np.testing.assert_allclose(torch.stack([cache[tuple(x)] for x in ds["input_ids"]]).numpy(), f.numpy(), atol=1e-5)
+    one = ds.select([7]); cache.clear()                           # recomputed in the forward pass, one row, no padding
+    np.testing.assert_allclose(predict_logits(r.model, one).numpy(), predict_logits(r.model, ds)[7:8].numpy(), atol=1e-4)
+    assert torch.equal(m.bert.embeddings.word_embeddings.weight, tiny_bert().bert.embeddings.word_embeddings.weight)   # frozen
 
 
 def test_probe_cache_and_curve_rows():
     train, test = toy_dataset(96), toy_dataset(32, seed=1)
-    probe = linear_probe(tiny_bert(), C=1.0)
-    lc = learning_curve(probe, [16, 48], [0, 1], train, test, "probe", verbose=False)
+    m = tiny_bert()
+    lc = learning_curve(linear_probe, [16, 48], [0, 1], train, test, "probe", make_model=lambda s: m, verbose=False)
     assert len(lc) == 4 and set(lc.columns) >= {"strategy", "budget", "seed", "accuracy", "macro_f1", "fit_s", "confusion"}
     assert all(c.sum() == len(test) and c.shape == (2, 2) for c in lc.confusion)
-    assert len(probe.cache) <= len(set(map(tuple, train["input_ids"]))) + len(set(map(tuple, test["input_ids"])))
+    assert len(feature_cache(m.bert)) <= len(set(map(tuple, train["input_ids"]))) + len(set(map(tuple, test["input_ids"])))
     s = summarize(lc)
     assert list(s.seeds) == [2, 2] and (s["std"] >= 0).all()
+
+
+def test_budget_finetune_steps_and_head_rate():
+    r = budget_finetune(tiny_bert(), toy_dataset(64), epochs=1, min_steps=2, batch_size=16, lr=1e-3, head_lr=1e-2)
+    assert r.steps == 4                                           # one epoch of 64 / 16 beats min_steps=2
 
 
 def test_gaps_pairs_seeds():
@@ -110,9 +119,10 @@ def test_gaps_pairs_seeds():
 
 def test_tfidf_needs_text_and_learns_words():
     words = datasets.Dataset.from_dict(dict(text=["a great film", "a bad film", "great", "bad"] * 5, labels=[1, 0, 1, 0] * 5))
-    p = tfidf_baseline(words, words)
-    assert (p.preds == p.labels).all()
-    with pytest.raises(ValueError, match="needs a 'text' column"): tfidf_baseline(toy_dataset(8), toy_dataset(8))
+    r = tfidf_baseline(None, words, words)
+    p = predict(r.model, words)
+    assert (p.preds == p.labels).all() and r.metrics["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="needs a 'text' column"): tfidf_baseline(None, toy_dataset(8), toy_dataset(8))
 
 
 def test_plot_confusion_unknown_budget():

@@ -20,28 +20,39 @@ def _free_port():
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def _run(cmd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _run(cmd, precision):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTLAB_PRECISION": precision}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def test_two_processes_with_streams_and_modules_match_one(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_two_processes_with_streams_and_modules_match_one(tmp_path, precision):
     "2 CPU processes (torchrun, gloo) with two auxiliary streams, an extra and a frozen module equal 1 process."
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    _run([sys.executable, str(SCRIPT), one, "streams"])
+    _run([sys.executable, str(SCRIPT), one, "streams"], precision)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), str(SCRIPT), two, "streams"])
+          "--master_port", str(_free_port()), str(SCRIPT), two, "streams"], precision)
     r1, r2 = json.load(open(one + ".json")), json.load(open(two + ".json"))
     assert (r1["world"], r2["world"]) == (1, 2)
     a, b = torch.load(one + ".pt", weights_only=True), torch.load(two + ".pt", weights_only=True)
     assert any(k.startswith("head.") for k in a), "the extra module's weights were not saved"
-    # float32 sums over 8 vs 2x4 examples differ in order: a few ulps per step, over 6 steps of Adam
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert diff < 1e-4, f"max weight difference {diff}"
-    assert r1["losses"] == pytest.approx(r2["losses"], abs=1e-5)
-    for k in ("task_loss", "aux", "ref_logit"):   # logs are averaged over processes like the loss
-        assert r1["logs"][k] == pytest.approx(r2["logs"][k], abs=1e-5), k
+    if precision == "fp32":
+        # float32 sums over 8 vs 2x4 examples differ in order: a few ulps per step, over 6 steps of Adam
+        assert diff < 1e-4, f"max weight difference {diff}"
+        assert r1["losses"] == pytest.approx(r2["losses"], abs=1e-5)
+        for k in ("task_loss", "aux", "ref_logit"):   # logs are averaged over processes like the loss
+            assert r1["logs"][k] == pytest.approx(r2["logs"][k], abs=1e-5), k
+    else:
+        # bf16 rounds every product to 8 mantissa bits (2^-8 = 0.4%), and Adam's m/sqrt(v) turns a gradient's relative
+        # error into an update error of up to lr where the gradient is small: compare with how far training moved the weights
+        init = tiny_bert(dropout=0.0).state_dict()
+        moved = max((a[k] - init[k]).abs().max().item() for k in init)
+        assert diff < 0.1 * moved, f"max weight difference {diff} vs {moved} moved in training"
+        assert r1["losses"] == pytest.approx(r2["losses"], rel=2e-2)
+        for k in ("task_loss", "aux", "ref_logit"):
+            assert r1["logs"][k] == pytest.approx(r2["logs"][k], rel=2e-2, abs=1e-3), k
 
 
 def _loss_with_logs(model, batch, state):
@@ -63,7 +74,8 @@ def test_logs_are_window_means_next_to_the_loss():
     tr = r.history[r.history.split == "train"]
     assert list(tr.step) == [3, 6, 7]
     assert {"task_loss", "aux", "n_u"} <= set(tr.columns)
-    assert tr.loss.values == pytest.approx((tr.task_loss + 0.1 * tr.aux).values, rel=1e-5)
+    # under bf16 autocast 0.1·aux is rounded to 8 mantissa bits before it is added: allow that rounding, no more
+    assert tr.loss.values == pytest.approx((tr.task_loss + 0.1 * tr.aux).values, rel=1e-5, abs=1e-6 + 0.1 * tr.aux.max() * 2 ** -8)
     # the stream of 40 examples in batches of 6 is cycled: 6 full batches and one of 4 per pass
     assert all(4.0 <= n <= 6.0 for n in tr.n_u) and tr.n_u.iloc[0] == pytest.approx((6 + 6 + 6) / 3)
 

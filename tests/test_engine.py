@@ -25,9 +25,10 @@ def _run(cmd, env_extra=None):
 def test_two_processes_match_one(tmp_path):
     "fit in 2 CPU processes (torchrun, gloo) ends with the same weights as 1 process with the same global batch."
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    _run([sys.executable, str(SCRIPT), one])
+    fp32 = {"FTLAB_PRECISION": "fp32"}   # the exact comparison; tests/test_contract.py also runs it in bf16
+    _run([sys.executable, str(SCRIPT), one], fp32)
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-          "--master_port", str(_free_port()), str(SCRIPT), two])
+          "--master_port", str(_free_port()), str(SCRIPT), two], fp32)
     r1, r2 = json.load(open(one + ".json")), json.load(open(two + ".json"))
     assert (r1["world"], r2["world"]) == (1, 2), "the 2-process run did not start a process group"
     a, b = torch.load(one + ".pt", weights_only=True), torch.load(two + ".pt", weights_only=True)
@@ -41,7 +42,7 @@ def test_checkpoint_is_atomic_under_kill(tmp_path):
     "Killing a process while it writes a checkpoint leaves the previous checkpoint complete and loadable."
     code = f"""
 import os, signal, time
-from ftlab import engine
+from ftlab import checkpoint as engine
 from ftlab.engine import fit
 from ftlab.testing import tiny_bert, toy_dataset
 real = engine._fsync_tree
@@ -72,7 +73,7 @@ def test_resume_refuses_missing_checkpoint(tmp_path):
 
 
 def test_pickle_checkpoint_refused(tmp_path):
-    from ftlab.engine import _load_weights
+    from ftlab.checkpoint import _load_weights
     from ftlab.testing import tiny_bert
     m = tiny_bert()
     torch.save(m.state_dict(), tmp_path / "pytorch_model.bin")

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ftlab.testing import tiny_bert, toy_dataset
-from ftlab.finetune import (STRATEGIES, TokenClassifierCRF, add_lora, blocks, crf_predict, discriminative_lr_groups,
-                            get_strategy, head_blocks, load_finetuned, n_trainable, predict_logits, save_finetuned,
+from ftlab.finetune import (STRATEGIES, TokenClassifierCRF, add_lora, block_of, blocks, crf_predict, discriminative_lr_groups,
+                            get_strategy, head_blocks, load_finetuned, n_trainable, text_logits, save_finetuned,
                             set_trainable, trainable_summary, weak_token_dataset)
 
 KW = dict(batch_size=32, progress=False, plot=False)
@@ -29,8 +29,10 @@ def test_discriminative_groups_cover_each_trainable_parameter_once():
     groups = discriminative_lr_groups(m, lr=1e-3, decay=0.5)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == sum(1 for p in m.parameters() if p.requires_grad)
-    lrs = {g["block"]: g["lr"] for g in groups}
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    lrs = {block_of(n): lr_of[id(p)] for n, p in m.named_parameters() if p.requires_grad}
     assert lrs["layer.0"] == pytest.approx(lrs["layer.1"] / 2) and "embeddings" not in lrs
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p.ndim < 2 for p in g["params"]))   # the engine's no-decay rule
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -68,14 +70,14 @@ def test_save_and_reload_identical_predictions(kind, tmp_path):
     small = tokenize(data["train"].select(range(64)), tok, 32)
     r = get_strategy(kind)(m, small, max_steps=2, lr=3e-3, tokenizer=tok, **KW)
     texts = list(data["test"]["text"][:12])
-    before = predict_logits(r.model, tok, texts)
+    before = text_logits(r.model, tok, texts)
     save_finetuned(r.model, tok, tmp_path / kind, strategy=kind, base_model="encoder")
     m2, tok2, cfg = load_finetuned(tmp_path / kind)
-    torch.testing.assert_close(predict_logits(m2, tok2, texts), before, rtol=0, atol=1e-6)
+    torch.testing.assert_close(text_logits(m2, tok2, texts), before, rtol=0, atol=1e-6)
     assert cfg["adapter"] == (kind == "lora")
     if kind == "lora":   # the head came back with the adapter: not the base model's fresh head
         seed_everything(1); fresh, _ = load_encoder("encoder", num_labels=2)
-        assert (predict_logits(fresh, tok, texts) - before).abs().max() > 1e-3
+        assert (text_logits(fresh, tok, texts) - before).abs().max() > 1e-3
 
 
 def test_add_lora_rejects_bad_targets_and_rank():

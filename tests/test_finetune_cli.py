@@ -67,13 +67,13 @@ def test_float_labels(tmp_path, capsys):
 
 def test_true_false_labels_are_two_classes(tmp_path):
     "A true/false label column (CSV True/False, JSON true/false) is two classes named 'false' and 'true'."
-    from ftlab.finetune import _read_table, validate_labelled
+    from ftlab.cli import read_table, validate_labelled
     want = [int(y == "pos") for _, y in ROWS]
-    df = _read_table(_csv(tmp_path, text=[t for t, _ in ROWS], label=[y == "pos" for _, y in ROWS]))
+    df = read_table(_csv(tmp_path, text=[t for t, _ in ROWS], label=[y == "pos" for _, y in ROWS]))
     assert df["label"].dtype == bool
     out, names = validate_labelled(df)
     assert names == ["false", "true"] and out.label.tolist() == want
-    out2, names2 = validate_labelled(_read_table(_jsonl(tmp_path, [dict(text=t, label=y == "pos") for t, y in ROWS])))
+    out2, names2 = validate_labelled(read_table(_jsonl(tmp_path, [dict(text=t, label=y == "pos") for t, y in ROWS])))
     assert names2 == names and out2.label.tolist() == want
     mixed = pd.DataFrame(dict(text=[t for t, _ in ROWS], label=[True, 0] * 12))
     with pytest.raises(ValueError, match="must be all integers or all strings"): validate_labelled(mixed)
@@ -137,7 +137,7 @@ def test_cli_exit_status_in_a_subprocess(tmp_path):
 def test_train_on_a_file_saves_and_reloads(tmp_path, capsys, strategy):
     "A user's JSONL file with string labels: trains, saves model + tokenizer + config, reloads to identical predictions."
     import torch
-    from ftlab.finetune import load_finetuned, predict_logits
+    from ftlab.finetune import load_finetuned, text_logits
     p = _jsonl(tmp_path, [dict(review=t, sentiment=y) for t, y in ROWS])
     out = tmp_path / "run"
     argv = ["train", "--file", str(p), "--text-col", "review", "--label-col", "sentiment", "--strategy", strategy,
@@ -149,7 +149,7 @@ def test_train_on_a_file_saves_and_reloads(tmp_path, capsys, strategy):
     assert any(f.suffix == ".safetensors" for f in out.iterdir())
     m1, tok1, _ = load_finetuned(out); m2, tok2, _ = load_finetuned(out)
     texts = [t for t, _ in ROWS[:6]]
-    torch.testing.assert_close(predict_logits(m1, tok1, texts), predict_logits(m2, tok2, texts), rtol=0, atol=0)
+    torch.testing.assert_close(text_logits(m1, tok1, texts), text_logits(m2, tok2, texts), rtol=0, atol=0)
     if strategy == "head":
         assert m1.config.id2label == {0: "neg", 1: "pos"}
 

@@ -65,6 +65,12 @@ def test_ci_reproduces_the_recorded_fast_rows(csv):
     if rec.empty: pytest.skip(f"{csv.name} has no fast-profile rows (recorded with --no-fast)")
     ci_csv = CI_ROWS / csv.name
     if not ci_csv.exists(): pytest.skip(f"no CI rows at {ci_csv}: scripts/test.sh writes them when it runs the notebooks")
+    from ftlab.engine import resolve_precision
+    here = resolve_precision()
+    recorded_in = set(rec.precision.dropna().astype(str).replace({"auto": "fp32"}))   # before precision was resolved, 'auto' was fp32 on CPUs
+    if recorded_in and recorded_in != {here}:
+        pytest.skip(f"{csv.name} was recorded in {sorted(recorded_in)} and this machine trains in {here}: numbers are only "
+                    f"comparable at one precision; re-record here, or run with FTLAB_PRECISION={sorted(recorded_in)[0]}")
     ci = pd.read_csv(ci_csv)
     ci = ci[ci.profile == "fast"].groupby(KEY, dropna=False).value.last()
     rec = rec.groupby(KEY, dropna=False).value.last()
