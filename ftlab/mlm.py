@@ -9,14 +9,14 @@ __all__ = ['maskable_positions', 'continuation_pieces', 'word_ids_from_pieces', 
            'hidden_states', 'mlm_loss', 'fixed_masks', 'heldout_mlm_loss', 'pseudo_perplexity', 'fill_mask',
            'continue_pretraining', 'task_plus_mlm']
 
-# %% ../nbs/40_self_supervised.ipynb #b340ec80
+# %% ../nbs/40_self_supervised.ipynb #9d201f82
 import copy, math, warnings
 import torch
 import torch.nn as nn
 from .engine import Collator, fit
 from .losses import combined_loss, masked_lm_loss
 
-# %% ../nbs/40_self_supervised.ipynb #e3f3d3cd
+# %% ../nbs/40_self_supervised.ipynb #ca2974a2
 def maskable_positions(input_ids: torch.Tensor,           # `(batch, seq)` token ids
                        attention_mask: torch.Tensor,      # `(batch, seq)`, 0 at padding
                        special_ids) -> torch.Tensor:      # ids never to pick ([CLS], [SEP], [PAD], ...)
@@ -24,7 +24,7 @@ def maskable_positions(input_ids: torch.Tensor,           # `(batch, seq)` token
     special = torch.isin(input_ids, torch.as_tensor(sorted(set(special_ids)), dtype=input_ids.dtype))
     return attention_mask.bool() & ~special
 
-# %% ../nbs/40_self_supervised.ipynb #c7877cee
+# %% ../nbs/40_self_supervised.ipynb #37f94e30
 def continuation_pieces(tokenizer,             # a WordPiece tokenizer (BERT family)
                         prefix: str = "##"):   # the prefix that marks a word-internal piece
     "Bool `(vocab,)` tensor: True for the pieces that continue a word (WordPiece's '##' pieces)."
@@ -41,7 +41,7 @@ def word_ids_from_pieces(input_ids: torch.Tensor,   # `(batch, seq)` token ids
     wid = torch.cumsum(start.long(), dim=1) - 1
     return torch.where(maskable, wid.clamp(min=0), torch.full_like(wid, -1))
 
-# %% ../nbs/40_self_supervised.ipynb #19658359
+# %% ../nbs/40_self_supervised.ipynb #31dadb30
 def mask_tokens(input_ids: torch.Tensor,          # `(batch, seq)` token ids (not modified)
                 maskable: torch.Tensor,           # bool `(batch, seq)`: where a token may be picked
                 mask_id: int,                     # the [MASK] token id
@@ -72,7 +72,7 @@ def mask_tokens(input_ids: torch.Tensor,          # `(batch, seq)` token ids (no
     inputs[rnd] = torch.randint(vocab_size, (int(rnd.sum()),), generator=generator)
     return inputs, input_ids.masked_fill(~picked, -100)
 
-# %% ../nbs/40_self_supervised.ipynb #684ccad7
+# %% ../nbs/40_self_supervised.ipynb #e599d9d9
 class MaskingCollator:
     "Pad rows with `Collator`, then `mask_tokens`: a `collate_fn` for masked-LM batches (`input_ids`, `attention_mask`, `labels`)."
     def __init__(self, tokenizer,                  # the model's tokenizer (mask, pad and special ids, vocabulary)
@@ -100,7 +100,7 @@ class MaskingCollator:
         b["input_ids"], b["labels"] = mask_tokens(b["input_ids"], ok, word_ids=wid, generator=self.generator, **self.kw)
         return b
 
-# %% ../nbs/40_self_supervised.ipynb #40f76e7b
+# %% ../nbs/40_self_supervised.ipynb #518527d8
 def tied_mlm_head(model,              # a BERT-family encoder or task model (`model.config`, `get_input_embeddings()`)
                   seed: int = 0):     # seeds the fresh transform (BERT's init: normal(0, 0.02), LayerNorm 1/0, bias 0)
     "A fresh BERT masked-LM head (dense + GELU + LayerNorm + decoder) whose decoder *is* `model`'s word-embedding matrix."
@@ -116,18 +116,19 @@ def tied_mlm_head(model,              # a BERT-family encoder or task model (`mo
 
 def hidden_states(model, batch):
     "Last hidden layer `(batch, seq, hidden)` of `model` (a task model or a bare encoder) on `batch`."
-    kw = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    dev = next(model.parameters()).device
+    kw = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     return model(**kw, output_hidden_states=True).hidden_states[-1]
 
 def mlm_loss(model,     # the encoder (any model that returns hidden states)
              head,      # the masked-LM head: hidden `(n, hidden)` -> logits `(n, vocab)`
              batch):    # a masked batch (`input_ids`, `attention_mask`, `labels` with -100 at unpicked positions)
     "`masked_lm_loss` of `model` + `head` on `batch`, decoding only the picked positions (same value, a fraction of the work)."
-    h, labels = hidden_states(model, batch), batch["labels"]
+    h = hidden_states(model, batch); labels = batch["labels"].to(h.device)
     keep = labels != -100
     return masked_lm_loss(head(h[keep]).unsqueeze(0), labels[keep].unsqueeze(0))
 
-# %% ../nbs/40_self_supervised.ipynb #4788b63d
+# %% ../nbs/40_self_supervised.ipynb #6e5ad5aa
 def fixed_masks(ds,                          # tokenized held-out text
                 tokenizer,                   # its tokenizer
                 batch_size: int = 64,        # rows per batch
@@ -138,7 +139,10 @@ def fixed_masks(ds,                          # tokenized held-out text
     return [c([ds[j] for j in range(i, min(i + batch_size, len(ds)))]) for i in range(0, len(ds), batch_size)]
 
 @torch.no_grad()
-def heldout_mlm_loss(model, head, batches) -> float:
+def heldout_mlm_loss(model,          # the encoder
+                     head,           # its masked-LM head
+                     batches         # masked batches from `fixed_masks` (the same for every model compared)
+                     ) -> float:
     "Mean masked-LM loss (nats per picked token) of `model` + `head` over the fixed masked `batches`, in eval mode."
     was = model.training, head.training; model.eval(); head.eval()
     tot = n = 0
@@ -148,7 +152,13 @@ def heldout_mlm_loss(model, head, batches) -> float:
     return tot / n
 
 @torch.no_grad()
-def pseudo_perplexity(model, head, ds, tokenizer, max_rows: int = 32, batch_size: int = 64) -> float:
+def pseudo_perplexity(model,                 # the encoder
+                      head,                  # its masked-LM head
+                      ds,                    # tokenized text (rows with `input_ids`, special tokens included)
+                      tokenizer,             # its tokenizer (mask and special ids)
+                      max_rows: int = 32,    # score the first `max_rows` rows (one forward pass per token)
+                      batch_size: int = 64   # masked copies of a row per forward pass
+                      ) -> float:
     "exp of the mean of −log p(token | the rest) with each real token masked in turn (Salazar et al. 2020), over `max_rows` rows of `ds`."
     was = model.training, head.training; model.eval(); head.eval()
     special = list(tokenizer.all_special_ids); tot = n = 0
@@ -159,12 +169,18 @@ def pseudo_perplexity(model, head, ds, tokenizer, max_rows: int = 32, batch_size
             p = pos[s:s + batch_size]
             x = ids.repeat(len(p), 1); x[torch.arange(len(p)), p] = tokenizer.mask_token_id
             h = hidden_states(model, dict(input_ids=x, attention_mask=torch.ones_like(x)))[torch.arange(len(p)), p]
-            tot -= torch.log_softmax(head(h).float(), -1)[torch.arange(len(p)), ids[p]].sum().item(); n += len(p)
+            lp = torch.log_softmax(head(h).float(), -1).cpu()
+            tot -= lp[torch.arange(len(p)), ids[p]].sum().item(); n += len(p)
     model.train(was[0]); head.train(was[1])
     return math.exp(tot / n)
 
 @torch.no_grad()
-def fill_mask(model, head, tokenizer, text: str, k: int = 5) -> list:
+def fill_mask(model,        # the encoder
+              head,         # its masked-LM head
+              tokenizer,    # its tokenizer
+              text: str,    # a sentence with one or more '[MASK]'
+              k: int = 5    # predictions per blank
+              ) -> list:
     "Top-`k` `(token, probability)` at each [MASK] of `text` (write '[MASK]' where a word is hidden)."
     was = model.training, head.training; model.eval(); head.eval()
     enc = tokenizer(text, return_tensors="pt")
@@ -175,7 +191,7 @@ def fill_mask(model, head, tokenizer, text: str, k: int = 5) -> list:
     model.train(was[0]); head.train(was[1])
     return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ix)] for ps, ix in zip(top.values, top.indices)]
 
-# %% ../nbs/40_self_supervised.ipynb #81f02111
+# %% ../nbs/40_self_supervised.ipynb #db6b6998
 def continue_pretraining(model,                    # the encoder to adapt (its parameters' `requires_grad` decides what trains)
                          head,                     # the tied masked-LM head (trained too)
                          corpus,                   # tokenized unlabelled text
@@ -199,7 +215,7 @@ def continue_pretraining(model,                    # the encoder to adapt (its p
     finally:
         for n, p in model.named_parameters(): p.requires_grad_(grad[n])
 
-# %% ../nbs/40_self_supervised.ipynb #820d75c8
+# %% ../nbs/40_self_supervised.ipynb #2e39d46e
 def task_plus_mlm(lam: float = 0.0,          # weight λ of the masked-LM term (0: plain fine-tuning)
                   stream: str = "general",   # the `fit` stream whose (masked) batch feeds the MLM term
                   head: str = "mlm_head"):   # the MLM head, a `frozen` (or trainable `modules`) entry of `fit`
