@@ -9,14 +9,14 @@ __all__ = ['maskable_positions', 'continuation_pieces', 'word_ids_from_pieces', 
            'hidden_states', 'mlm_loss', 'fixed_masks', 'heldout_mlm_loss', 'pseudo_perplexity', 'fill_mask',
            'continue_pretraining', 'task_plus_mlm']
 
-# %% ../nbs/40_self_supervised.ipynb #9d201f82
+# %% ../nbs/40_self_supervised.ipynb #a53d5522
 import copy, math, warnings
 import torch
 import torch.nn as nn
 from .engine import Collator, fit
 from .losses import combined_loss, masked_lm_loss
 
-# %% ../nbs/40_self_supervised.ipynb #ca2974a2
+# %% ../nbs/40_self_supervised.ipynb #0c0fe044
 def maskable_positions(input_ids: torch.Tensor,           # `(batch, seq)` token ids
                        attention_mask: torch.Tensor,      # `(batch, seq)`, 0 at padding
                        special_ids) -> torch.Tensor:      # ids never to pick ([CLS], [SEP], [PAD], ...)
@@ -24,7 +24,7 @@ def maskable_positions(input_ids: torch.Tensor,           # `(batch, seq)` token
     special = torch.isin(input_ids, torch.as_tensor(sorted(set(special_ids)), dtype=input_ids.dtype))
     return attention_mask.bool() & ~special
 
-# %% ../nbs/40_self_supervised.ipynb #37f94e30
+# %% ../nbs/40_self_supervised.ipynb #c384028c
 def continuation_pieces(tokenizer,             # a WordPiece tokenizer (BERT family)
                         prefix: str = "##"):   # the prefix that marks a word-internal piece
     "Bool `(vocab,)` tensor: True for the pieces that continue a word (WordPiece's '##' pieces)."
@@ -41,7 +41,7 @@ def word_ids_from_pieces(input_ids: torch.Tensor,   # `(batch, seq)` token ids
     wid = torch.cumsum(start.long(), dim=1) - 1
     return torch.where(maskable, wid.clamp(min=0), torch.full_like(wid, -1))
 
-# %% ../nbs/40_self_supervised.ipynb #31dadb30
+# %% ../nbs/40_self_supervised.ipynb #3fe5faf3
 def mask_tokens(input_ids: torch.Tensor,          # `(batch, seq)` token ids (not modified)
                 maskable: torch.Tensor,           # bool `(batch, seq)`: where a token may be picked
                 mask_id: int,                     # the [MASK] token id
@@ -72,7 +72,7 @@ def mask_tokens(input_ids: torch.Tensor,          # `(batch, seq)` token ids (no
     inputs[rnd] = torch.randint(vocab_size, (int(rnd.sum()),), generator=generator)
     return inputs, input_ids.masked_fill(~picked, -100)
 
-# %% ../nbs/40_self_supervised.ipynb #e599d9d9
+# %% ../nbs/40_self_supervised.ipynb #123b07cd
 class MaskingCollator:
     "Pad rows with `Collator`, then `mask_tokens`: a `collate_fn` for masked-LM batches (`input_ids`, `attention_mask`, `labels`)."
     def __init__(self, tokenizer,                  # the model's tokenizer (mask, pad and special ids, vocabulary)
@@ -100,7 +100,7 @@ class MaskingCollator:
         b["input_ids"], b["labels"] = mask_tokens(b["input_ids"], ok, word_ids=wid, generator=self.generator, **self.kw)
         return b
 
-# %% ../nbs/40_self_supervised.ipynb #518527d8
+# %% ../nbs/40_self_supervised.ipynb #71ec1a1e
 def tied_mlm_head(model,              # a BERT-family encoder or task model (`model.config`, `get_input_embeddings()`)
                   seed: int = 0):     # seeds the fresh transform (BERT's init: normal(0, 0.02), LayerNorm 1/0, bias 0)
     "A fresh BERT masked-LM head (dense + GELU + LayerNorm + decoder) whose decoder *is* `model`'s word-embedding matrix."
@@ -128,7 +128,7 @@ def mlm_loss(model,     # the encoder (any model that returns hidden states)
     keep = labels != -100
     return masked_lm_loss(head(h[keep]).unsqueeze(0), labels[keep].unsqueeze(0))
 
-# %% ../nbs/40_self_supervised.ipynb #6e5ad5aa
+# %% ../nbs/40_self_supervised.ipynb #8696d462
 def fixed_masks(ds,                          # tokenized held-out text
                 tokenizer,                   # its tokenizer
                 batch_size: int = 64,        # rows per batch
@@ -191,7 +191,7 @@ def fill_mask(model,        # the encoder
     model.train(was[0]); head.train(was[1])
     return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ix)] for ps, ix in zip(top.values, top.indices)]
 
-# %% ../nbs/40_self_supervised.ipynb #db6b6998
+# %% ../nbs/40_self_supervised.ipynb #8198a853
 def continue_pretraining(model,                    # the encoder to adapt (its parameters' `requires_grad` decides what trains)
                          head,                     # the tied masked-LM head (trained too)
                          corpus,                   # tokenized unlabelled text
@@ -215,7 +215,7 @@ def continue_pretraining(model,                    # the encoder to adapt (its p
     finally:
         for n, p in model.named_parameters(): p.requires_grad_(grad[n])
 
-# %% ../nbs/40_self_supervised.ipynb #2e39d46e
+# %% ../nbs/40_self_supervised.ipynb #0e815219
 def task_plus_mlm(lam: float = 0.0,          # weight λ of the masked-LM term (0: plain fine-tuning)
                   stream: str = "general",   # the `fit` stream whose (masked) batch feeds the MLM term
                   head: str = "mlm_head"):   # the MLM head, a `frozen` (or trainable `modules`) entry of `fit`
