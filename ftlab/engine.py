@@ -53,6 +53,7 @@ def seed_everything(seed: int = 0):
 BF16_MIN_SPEEDUP = 1.5          # bf16 autocast on a CPU only when its matmul is at least this much faster than fp32
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _PRECISION_SHOWN = set()
+_PROBED = {}                    # this process's probe results: the cache file is read once, not on every evaluate
 
 def _cache_dir() -> Path: return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
 
@@ -63,10 +64,11 @@ def _cpu_name() -> str:
 def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
     "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (best of 3, interleaved; cached)."
     key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
+    if cache and key in _PROBED: return _PROBED[key]
     f = _cache_dir()/"precision_probe.json"
     try: known = json.loads(f.read_text()) if cache and f.exists() else {}
     except ValueError: known = {}
-    if key in known: return known[key]
+    if key in known: _PROBED[key] = known[key]; return known[key]
     def best(dtype):
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
         t = time.perf_counter()
@@ -77,6 +79,7 @@ def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
         for d in times: times[d].append(best(d))
     ratio = round(min(times[torch.float32]) / min(times[torch.bfloat16]), 3)
     if cache:
+        _PROBED[key] = ratio
         try: f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps({**known, key: ratio}, indent=1))
         except OSError: pass
     return ratio
