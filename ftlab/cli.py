@@ -47,6 +47,8 @@ def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[
     try: return int(f(rest) or 0)
     except (AssetError, ValueError, FileNotFoundError) as e:
         print(f"ftlab {cmd}: error: {e}", file=sys.stderr); return 2
+    except SystemExit as e:   # argparse's --help (0) and usage errors (2): an exit status, not an exit of the caller
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print(f"ftlab {cmd}: interrupted.", file=sys.stderr); return 130
 
