@@ -48,6 +48,7 @@ BUDGET_RSS_MB = 6 * 1024.0
 # here doubled every idle-equivalent time. Re-calibrate with `python -m bench.notebooks --calibrate` on an idle machine.
 REF_IDLE_GFLOPS = 185.0
 REF_N, REF_REPS = 1024, 8
+LOAD_TIMEOUT_CAP = 4.0   # at most this many times the nominal timeout on a loaded machine
 REF_IDLE_S = REF_REPS * 2 * REF_N ** 3 / (REF_IDLE_GFLOPS * 1e9)
 
 
@@ -194,7 +195,11 @@ def measure(paths, engine="kernel", timeout=900, log=print) -> list[dict]:
     for path in paths:
         path = Path(path).resolve()
         r0 = reference_seconds()
-        status, wall, mem, err = run(path, timeout, flags)
+        # A loaded machine runs everything slower: the timeout (there to catch a hung notebook, not to judge speed) grows
+        # with the slowdown the reference workload measured just now, up to LOAD_TIMEOUT_CAP times.
+        t_out = int(timeout * min(LOAD_TIMEOUT_CAP, max(1.0, r0 / REF_IDLE_S)))
+        if t_out > timeout: log(f"{path.name}: machine {r0 / REF_IDLE_S:.1f}x slower than idle, timeout {t_out}s")
+        status, wall, mem, err = run(path, t_out, flags)
         r1 = reference_seconds(); ref = (r0 + r1) / 2
         try: load = os.getloadavg()[0]
         except OSError: load = float("nan")

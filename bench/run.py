@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("throughput", "precision", "mfu", "inference")
+SECTIONS = ("throughput", "precision", "mfu", "profile", "inference")
 
 # one place for both sizes: `--quick` is a smoke run, the default fits in < 10 minutes on 2 idle cores
 CONFIG = dict(
@@ -113,6 +113,17 @@ def main(argv=None):
                 "adamw_ms_foreach", "adamw_ms_fused", "tokenize_us_per_example", "train_us_per_example",
                 "fit_achieved_gflops", "fit_mfu", "fit_pad_fraction"]
         summary_tables.append(C.table([dict(metric=k, value=acc.get(k)) for k in keys], ["metric", "value"], "MFU accounting"))
+
+    if "profile" in a.only:
+        log("\n== where a bf16 step goes, and torch.compile ==")
+        from bench.profile_step import compile_compare, op_profile
+        prow = op_profile(cls, precision="bf16", log=log, **{k: v for k, v in cfg["mfu"].items()})
+        crow = [compile_compare(cls, precision=p_, log=log, **cfg["mfu"]) for p_ in ("bf16", "fp32")]
+        C.write_csv("profile_step", prow, out); C.write_csv("compile", crow, out)
+        summary_tables.append(C.table(prow, ["category", "ms_per_step", "share"], "MiniLM bf16 training step (batch 32, length-grouped, fused AdamW): self CPU time per op category"))
+        summary_tables.append(C.table(crow, ["precision", "eager_step_ms", "compiled_step_ms", "speedup", "compile_s", "break_even_steps",
+                                             "chapter_time_eager_s", "chapter_time_compiled_s", "loss0_eager", "loss0_compiled"],
+                                      "torch.compile (inductor) vs eager, same batches"))
 
     if "inference" in a.only:
         log("\n== inference ==")
