@@ -14,7 +14,7 @@ import datasets
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from .engine import ProgressBar, TrainState, get_accelerator, make_scheduler, param_groups, seed_everything
-from .rl import generate, ppo_clip_loss, token_logprobs, _masked_mean
+from .rl import generate, ppo_clip_loss, rl_accelerator, token_logprobs, _masked_mean
 
 # %% ../nbs/51_preference.ipynb #cbf3383b
 def preference_pairs(policy, tok,             # the policy that writes the completions, and its tokenizer
@@ -133,7 +133,7 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
                seed: int = 0, progress: bool = True) -> pd.DataFrame:
     "GRPO with β = 0 and one iteration per batch: group-relative advantages and the clipped surrogate; returns the history."
     seed_everything(seed)
-    acc = get_accelerator(); policy.to(acc.device)
+    acc = rl_accelerator(); policy.to(acc.device)
     groups = param_groups(policy, lr, 0.0, trainable_only=True)
     opt = torch.optim.AdamW(groups, lr=lr); sched = make_scheduler(opt, "constant", steps)
     state = TrainState(policy, opt, sched, acc, steps, steps, 1, seed=seed)
@@ -145,9 +145,10 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
         r = reward_fn([p + t for p, t in zip(ro.prompts, ro.texts)]).float().to(acc.device)
         adv, zero = group_advantages(r, group, scale)
         mask = ro.completion_mask.float()
-        with torch.no_grad(): old = token_logprobs(policy, ro, temperature)
+        with torch.no_grad(), acc.autocast(): old = token_logprobs(policy, ro, temperature)
         policy.train()
-        loss, st = ppo_clip_loss(token_logprobs(policy, ro, temperature), old, adv, mask, clip)
+        with acc.autocast(): logp = token_logprobs(policy, ro, temperature)   # the engine's training precision, as in `fit`
+        loss, st = ppo_clip_loss(logp, old, adv, mask, clip)
         acc.backward(loss)
         if max_grad_norm: acc.clip_grad_norm_([p for g in groups for p in g["params"]], max_grad_norm)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
