@@ -14,7 +14,7 @@ import datasets
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from .engine import ProgressBar, TrainState, get_accelerator, make_scheduler, param_groups, seed_everything
-from .rl import generate, ppo_clip_loss, rl_accelerator, token_logprobs, _masked_mean
+from .rl import generate, ppo_clip_loss, token_logprobs, _masked_mean
 
 # %% ../nbs/51_preference.ipynb #cbf3383b
 def preference_pairs(policy, tok,             # the policy that writes the completions, and its tokenizer
@@ -133,7 +133,7 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
                seed: int = 0, progress: bool = True) -> pd.DataFrame:
     "GRPO with β = 0 and one iteration per batch: group-relative advantages and the clipped surrogate; returns the history."
     seed_everything(seed)
-    acc = rl_accelerator(); policy.to(acc.device)
+    acc = get_accelerator(); policy.to(acc.device)
     groups = param_groups(policy, lr, 0.0, trainable_only=True)
     opt = torch.optim.AdamW(groups, lr=lr); sched = make_scheduler(opt, "constant", steps)
     state = TrainState(policy, opt, sched, acc, steps, steps, 1, seed=seed)

@@ -8,7 +8,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/rl.html.md"""
 __all__ = ['FROZENLAKE_ARROWS', 'CLIFFWALKING_ARROWS', 'LORA_TARGETS', 'ALGOS', 'q_update', 'q_learning', 'run_greedy',
            'policy_grid', 'keep_layers', 'lora_policy', 'Rollout', 'generate', 'token_logprobs', 'vader_reward',
            'classifier_reward', 'kl_rewards', 'gae', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead', 'RLResult',
-           'release_accelerator', 'rl_accelerator', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
+           'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
 
 # %% ../nbs/50_rl.ipynb #065cc96f
 import math, copy, time
@@ -252,20 +252,6 @@ class RLResult:
     value_head: nn.Module | None = None
     train_time_s: float = 0.0
 
-# %% ../nbs/50_rl.ipynb #b332d065
-def release_accelerator():
-    "Forget the process's Accelerate state (the engine's accelerator and any trl trainer's), so the next one may pick its own precision."
-    from accelerate.state import AcceleratorState
-    import ftlab.engine as engine
-    AcceleratorState._reset_state(True); engine._ACCEL = None
-
-def rl_accelerator(mixed_precision: str = "auto"):  # as for `ftlab.engine.get_accelerator`
-    "The engine's accelerator at `mixed_precision`, after releasing an Accelerate state that a trl trainer left at another precision."
-    from accelerate.state import AcceleratorState
-    p = resolve_precision(mixed_precision); want = {"fp32": "no"}.get(p, p)
-    if AcceleratorState._shared_state.get("_mixed_precision", want) != want: release_accelerator()
-    return get_accelerator(mixed_precision)
-
 # %% ../nbs/50_rl.ipynb #3d8967cb
 def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts)] if with_prompt else ro.texts
 
@@ -301,7 +287,7 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
     if not prompts: raise ValueError("rl_train needs training prompts.")
     if save_every and output_dir is None: raise ValueError("rl_train: save_every needs an output_dir.")
     seed_everything(seed)
-    acc = rl_accelerator(); dev = acc.device
+    acc = get_accelerator(); dev = acc.device
     policy.to(dev); ref.to(dev).eval().requires_grad_(False)
     if algo == "ppo_gae" and value_head is None: value_head = ValueHead(policy.config.hidden_size)
     mods = {"value": value_head.to(dev)} if algo == "ppo_gae" else {}

@@ -123,14 +123,3 @@ def test_errors_speak():
     with pytest.raises(ValueError, match="algo"): rl.rl_train(None, None, None, ["x"], rl.vader_reward, algo="ppo2")
     with pytest.raises(ValueError, match="prompt"): rl.generate(None, None, [])
 
-
-def test_rl_accelerator_after_a_trl_style_state():
-    from accelerate import Accelerator
-    from ftlab.engine import resolve_precision
-    rl.release_accelerator()                      # whatever the tests before left behind
-    Accelerator(mixed_precision="no", cpu=True)   # what a trl trainer with bf16=False leaves in the process
-    assert rl.rl_accelerator("bf16").mixed_precision == "bf16"   # the engine's get_accelerator alone raises ValueError here
-    with pytest.raises(ValueError, match="already been initialized"): Accelerator(mixed_precision="no", cpu=True)
-    rl.release_accelerator()
-    assert Accelerator(mixed_precision="no", cpu=True).mixed_precision == "no"
-    p = resolve_precision(); assert rl.rl_accelerator().mixed_precision == {"fp32": "no"}.get(p, p)
