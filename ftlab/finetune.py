@@ -362,15 +362,20 @@ def tokenized_splits(dataset,                 # a bundled dataset name or a `Dat
                      n_train: int | None = None,  # seeded subset of the training split (None: all)
                      n_test: int | None = None,   # seeded subset of the test split (None: all)
                      seed: int = 0,               # seed of the subsets
-                     text_col: str = "text", label_col: str = "label") -> tuple:
-    "Tokenized `(train, test, label names or None)` of `dataset`, subsets seeded."
+                     text_col: str = "text", label_col: str = "label",
+                     validation: bool = False,    # also the validation split: returns `(train, validation, test, names)`
+                     n_val: int | None = None) -> tuple:  # seeded subset of the validation split (None: all)
+    "Tokenized `(train, test, label names or None)` of `dataset` (with `validation`: `(train, validation, test, names)`), subsets seeded."
     dd = load_data(dataset) if isinstance(dataset, str) else dataset
+    if validation and not {"train", "validation", "test"} <= set(dd):
+        raise ValueError(f"tokenized_splits(validation=True) needs train, validation and test splits; {dataset if isinstance(dataset, str) else 'the dataset'!r} has {list(dd)}.")
     test_split = "test" if "test" in dd else "validation"
     names = getattr(dd["train"].features.get(label_col), "names", None)
-    sub = lambda ds, n: ds if n is None or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
-    tr = tokenize(sub(dd["train"], n_train), tokenizer, max_length, text_col, label_col)
-    te = tokenize(sub(dd[test_split], n_test), tokenizer, max_length, text_col, label_col)
-    return tr, te, names
+    def part(split, n):
+        ds = dd[split] if n is None or n >= len(dd[split]) else dd[split].shuffle(seed=seed).select(range(n))
+        return tokenize(ds, tokenizer, max_length, text_col, label_col)
+    tr, te = part("train", n_train), part(test_split, n_test)
+    return (tr, part("validation", n_val), te, names) if validation else (tr, te, names)
 
 # %% ../nbs/30_full_finetune.ipynb #f39b11d9
 def run_strategy(strategy,                  # a name in `STRATEGIES` or a strategy function
@@ -470,11 +475,7 @@ def tuned_compare(strategies,                     # names in `STRATEGIES`
     seeds = list(seeds)
     if not seeds: raise ValueError("tuned_compare needs at least one seed.")
     tok = AutoTokenizer.from_pretrained(model_path(model))
-    dd = load_data(dataset) if isinstance(dataset, str) else dataset
-    if "validation" not in dd: raise ValueError(f"tuned_compare chooses rates on a validation split; {dataset!r} has {list(dd)}.")
-    sub = lambda ds, n: ds if n is None or n >= len(ds) else ds.shuffle(seed=data_seed).select(range(n))
-    tr, va, te = (tokenize(sub(dd[k], n), tok, max_length) for k, n in (("train", n_train), ("validation", n_val), ("test", n_test)))
-    names = getattr(dd["train"].features.get("label"), "names", None)
+    tr, va, te, names = tokenized_splits(dataset, tok, max_length, n_train, n_test, data_seed, validation=True, n_val=n_val)
     num_labels = len(names) if names else len(set(tr["labels"]))
     rows = []
     def run(s, lr, seed, phase):   # train and score validation; returns (row, model)
