@@ -103,7 +103,7 @@ def test_retrieval_is_brute_force(k):
 def test_retrieval_errors():
     idx = NeighbourIndex(torch.randn(5, 3))
     with pytest.raises(ValueError, match="between 1 and the pool size 5"): idx.search(torch.randn(2, 3), 6)
-    with pytest.raises(ValueError, match="3 dims"): idx.search(torch.randn(2, 4), 2)
+    with pytest.raises(ValueError, match="4 dims, the pool 3"): idx.search(torch.randn(2, 4), 2)
     with pytest.raises(ValueError, match="all zeros"): normalise(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="labels"): NeighbourIndex(torch.randn(5, 3), labels=[0, 1])
     with pytest.raises(ValueError, match="no labels"): knn_predict(idx, torch.randn(1, 3), 2)
