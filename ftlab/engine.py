@@ -24,7 +24,8 @@ __all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PRECISIONS', 'SCHEDULES', 'TASKS', '
            'epoch_batches', 'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics',
            'columns', 'lengths', 'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState',
            'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'TrainingDiverged',
-           'FitResult', 'get_accelerator', 'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
+           'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator', 'default_loss', 'Stream',
+           'check_data', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
 PROFILES = ("fast", "medium", "full")
@@ -543,15 +544,24 @@ class FitResult:
 # %% ../nbs/01_engine.ipynb #8f102cc6
 _ACCEL = None
 
+def accelerate_precision(p: str) -> str:
+    "Accelerate's name for ftlab's precision `p` (see `resolve_precision`): 'fp32' is Accelerate's 'no'."
+    return {"fp32": "no"}.get(p, p)
+
+def release_accelerator():
+    "Forget the process's Accelerate state (the engine's accelerator and any other library's, e.g. a trl trainer's), so the next one may pick its own precision."
+    global _ACCEL
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(True); _ACCEL = None
+
 def get_accelerator(mixed_precision: str = "auto"):
-    "The process's `Accelerator` (created once; re-created if the precision changes); see `resolve_precision`."
+    "The process's `Accelerator` at `mixed_precision` (see `resolve_precision`): created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
     global _ACCEL
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    p = resolve_precision(mixed_precision)
-    mp = {"fp32": "no"}.get(p, p)
+    p = resolve_precision(mixed_precision); mp = accelerate_precision(p)
+    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp: release_accelerator()
     if _ACCEL is None or _ACCEL.mixed_precision != mp:
-        if _ACCEL is not None: AcceleratorState._reset_state(True)
         # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
         multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
         _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)

@@ -26,13 +26,15 @@ __all__ = ['ensemble_settings', 'fingerprint', 'members_dir', 'train_member', 'm
 
 # %% ../nbs/70_ensembles.ipynb #ba29dbf0
 def ensemble_settings() -> dict:
-    "Sizes of the active profile: data, members, training and the WiSE-FT path."
+    "Sizes of the active profile: data, members, the probe (and the grid it was chosen from), training and the WiSE-FT path."
+    probe = dict(lr=1e-3, head_epochs=5, batch_size=32)   # lowest validation log-loss of `probe_grid` in the medium profile
+    probe_grid = [(1e-4, 10), (3e-4, 10), (1e-3, 5), (1e-3, 10), (1e-3, 20)]   # (lr, head_epochs)
     return by_profile(
-        fast=dict(n_train=192, n_val=128, n_test=200, max_length=32, batch_size=16, lr=1e-4, epochs=1,
+        fast=dict(n_train=192, n_val=128, n_test=200, max_length=32, batch_size=16, lr=1e-4, epochs=1, probe=probe, probe_grid=probe_grid,
                   replicates=2, members=3, alphas=[0.0, 0.25, 0.5, 0.75, 1.0], barrier_alphas=[0.0, 0.5, 1.0]),
-        medium=dict(n_train=384, n_val=160, n_test=400, max_length=32, batch_size=16, lr=1e-4, epochs=1,
+        medium=dict(n_train=384, n_val=160, n_test=400, max_length=32, batch_size=16, lr=1e-4, epochs=1, probe=probe, probe_grid=probe_grid,
                     replicates=3, members=3, alphas=[0.0, 0.25, 0.5, 0.75, 1.0], barrier_alphas=[0.0, 0.25, 0.5, 0.75, 1.0]),
-        full=dict(n_train=None, n_val=None, n_test=None, max_length=64, batch_size=32, lr=5e-5, epochs=2,
+        full=dict(n_train=None, n_val=None, n_test=None, max_length=64, batch_size=32, lr=5e-5, epochs=2, probe=probe, probe_grid=probe_grid,
                   replicates=5, members=5, alphas=[i / 10 for i in range(11)], barrier_alphas=[i / 10 for i in range(11)]))
 
 # %% ../nbs/70_ensembles.ipynb #05b5f643

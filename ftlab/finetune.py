@@ -29,8 +29,8 @@ __all__ = ['TOKEN_TAGS', 'STRATEGIES', 'CONFIG_FILE', 'profile_settings', 'block
            'TokenClassifierCRF', 'crf_predict', 'head_only', 'last_k_layers', 'full_finetune', 'two_stage',
            'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups', 'discriminative_lr',
            'add_lora', 'lora', 'get_strategy', 'trim_memory', 'PeakMemory', 'tokenized_splits', 'run_strategy',
-           'compare', 'plot_leaderboard', 'save_finetuned', 'load_finetuned', 'text_logits', 'trainable_widget',
-           'strategy_runner']
+           'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned', 'load_finetuned', 'text_logits',
+           'trainable_widget', 'strategy_runner']
 
 # %% ../nbs/30_full_finetune.ipynb #c7a5ef4e
 def profile_settings() -> dict:
@@ -362,15 +362,20 @@ def tokenized_splits(dataset,                 # a bundled dataset name or a `Dat
                      n_train: int | None = None,  # seeded subset of the training split (None: all)
                      n_test: int | None = None,   # seeded subset of the test split (None: all)
                      seed: int = 0,               # seed of the subsets
-                     text_col: str = "text", label_col: str = "label") -> tuple:
-    "Tokenized `(train, test, label names or None)` of `dataset`, subsets seeded."
+                     text_col: str = "text", label_col: str = "label",
+                     validation: bool = False,    # also the validation split: returns `(train, validation, test, names)`
+                     n_val: int | None = None) -> tuple:  # seeded subset of the validation split (None: all)
+    "Tokenized `(train, test, label names or None)` of `dataset` (with `validation`: `(train, validation, test, names)`), subsets seeded."
     dd = load_data(dataset) if isinstance(dataset, str) else dataset
+    if validation and not {"train", "validation", "test"} <= set(dd):
+        raise ValueError(f"tokenized_splits(validation=True) needs train, validation and test splits; {dataset if isinstance(dataset, str) else 'the dataset'!r} has {list(dd)}.")
     test_split = "test" if "test" in dd else "validation"
     names = getattr(dd["train"].features.get(label_col), "names", None)
-    sub = lambda ds, n: ds if n is None or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
-    tr = tokenize(sub(dd["train"], n_train), tokenizer, max_length, text_col, label_col)
-    te = tokenize(sub(dd[test_split], n_test), tokenizer, max_length, text_col, label_col)
-    return tr, te, names
+    def part(split, n):
+        ds = dd[split] if n is None or n >= len(dd[split]) else dd[split].shuffle(seed=seed).select(range(n))
+        return tokenize(ds, tokenizer, max_length, text_col, label_col)
+    tr, te = part("train", n_train), part(test_split, n_test)
+    return (tr, part("validation", n_val), te, names) if validation else (tr, te, names)
 
 # %% ../nbs/30_full_finetune.ipynb #f39b11d9
 def run_strategy(strategy,                  # a name in `STRATEGIES` or a strategy function
@@ -448,6 +453,56 @@ def plot_leaderboard(df: pd.DataFrame, title: str | None = None):
     fig.colorbar(sc, ax=ax, label="training time (s)")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/30_full_finetune.ipynb #ae829fe9
+def tuned_compare(strategies,                     # names in `STRATEGIES`
+                  lr_grid: dict,                  # strategy -> the peak learning rates to try
+                  dataset="sentiment/movie",      # a bundled dataset with train, validation and test splits
+                  *,
+                  seeds=(0, 1, 2),                # training seeds; the first one also chooses the rate
+                  model: str = "encoder",         # encoder asset, local path or hub id
+                  n_train: int | None = 2000,     # training examples (seeded subset; None: all)
+                  n_val: int | None = 500,        # validation examples the rate is chosen on (None: all)
+                  n_test: int | None = None,      # test examples (None: all)
+                  epochs: float = 1, batch_size: int = 32, max_length: int = 64,
+                  data_seed: int = 0,             # seed of the subsets (fixed across training seeds)
+                  overrides: dict | None = None,  # per-strategy keyword arguments besides `lr`
+                  verbose: bool = True) -> pd.DataFrame:
+    "Per strategy: choose the rate in `lr_grid` on validation with the first seed, then train every seed at it and score test; one row per run."
+    for s in strategies:
+        get_strategy(s)
+        if not lr_grid.get(s): raise ValueError(f"tuned_compare: no learning rates for {s!r} in lr_grid (it has {sorted(lr_grid)}).")
+    seeds = list(seeds)
+    if not seeds: raise ValueError("tuned_compare needs at least one seed.")
+    tok = AutoTokenizer.from_pretrained(model_path(model))
+    tr, va, te, names = tokenized_splits(dataset, tok, max_length, n_train, n_test, data_seed, validation=True, n_val=n_val)
+    num_labels = len(names) if names else len(set(tr["labels"]))
+    rows = []
+    def run(s, lr, seed, phase):   # train and score validation; returns (row, model)
+        row, r = run_strategy(s, tr, va, model=model, num_labels=num_labels, seed=seed, tokenizer=tok, epochs=epochs,
+                              batch_size=batch_size, lr=lr, **(overrides or {}).get(s, {}))
+        out = dict(strategy=s, lr=lr, seed=seed, phase=phase, chosen=phase == "repeat", val_accuracy=row["accuracy"],
+                   accuracy=np.nan, macro_f1=np.nan, steps=row["steps"], trainable_params=row["trainable_params"],
+                   train_time_s=row["train_time_s"])
+        rows.append(out)
+        return out, r.model
+    def score_test(out, m):        # the test split, scored only for the runs that count
+        ev = evaluate(m, te, tokenizer=tok); out.update(accuracy=ev["accuracy"], macro_f1=ev["macro_f1"])
+        if verbose: print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {out['val_accuracy']:.4f}  "
+                          f"test {out['accuracy']:.4f}  {out['train_time_s']:5.1f}s", flush=True)
+    for s in strategies:
+        best = best_model = None
+        for lr in lr_grid[s]:          # the grid, on validation: only the best model so far is kept
+            out, m = run(s, lr, seeds[0], "tune")
+            if verbose: print(f"{s:>15s}  lr {lr:<8g} seed {seeds[0]}  val {out['val_accuracy']:.4f}  (tuning)", flush=True)
+            if best is None or out["val_accuracy"] > best["val_accuracy"]: best, best_model = out, m
+            del m; trim_memory()
+        best["chosen"] = True; score_test(best, best_model); best_model = None; trim_memory()
+        for seed in seeds[1:]:
+            out, m = run(s, best["lr"], seed, "repeat"); score_test(out, m); del m; trim_memory()
+    df = pd.DataFrame(rows)
+    df.attrs.update(n_train=len(tr), n_val=len(va), n_test=len(te), epochs=epochs)
+    return df
 
 # %% ../nbs/30_full_finetune.ipynb #1bbf7230
 CONFIG_FILE = "ftlab_config.json"

@@ -111,3 +111,18 @@ def test_fit_turns_the_kv_cache_off_while_training_and_restores_it():
     ds = datasets.Dataset.from_dict(dict(input_ids=ids, attention_mask=[[1] * len(i) for i in ids], labels=ids))
     fit(m, ds, task="lm", max_steps=2, batch_size=8, progress=False, plot=False, callbacks=[Look()])
     assert seen == [False, False] and m.config.use_cache is True
+
+
+def test_get_accelerator_after_a_trl_style_state():
+    "A trl trainer (bf16=False) leaves Accelerate's process state at fp32; the engine's accelerator must still start at bf16."
+    from accelerate import Accelerator
+    from ftlab.engine import accelerate_precision, get_accelerator, release_accelerator, resolve_precision
+    release_accelerator()                          # whatever the tests before left behind
+    Accelerator(mixed_precision="no", cpu=True)    # what a trl trainer with bf16=False leaves in the process
+    assert get_accelerator("bf16").mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="already been initialized"): Accelerator(mixed_precision="no", cpu=True)
+    release_accelerator()
+    assert Accelerator(mixed_precision="no", cpu=True).mixed_precision == "no"
+    assert get_accelerator().mixed_precision == accelerate_precision(resolve_precision())
+    assert get_accelerator("fp32").mixed_precision == "no"
+    release_accelerator()
