@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .engine import Collator, _adamw, default_loss, param_groups, resolve_precision
+from .engine import Collator, adamw, default_loss, param_groups, resolve_precision
 from .finetune import _HeadOnFeatures, block_of, head_blocks, layer_blocks
 from .mlm import MaskingCollator, mlm_loss
 
@@ -119,7 +119,7 @@ def adapt_predict(model,                       # the base model (left exactly as
         model.eval()
         for n, p in ps.items(): p.requires_grad_(n in snap)
         if steps:
-            opt = _adamw(param_groups(model, lr, weight_decay, trainable_only=True), lr, weight_decay)
+            opt = adamw(param_groups(model, lr, weight_decay, trainable_only=True), lr, weight_decay)
             trainable = [ps[n] for n in snap]
             for _ in range(steps):
                 with ac: loss = loss_fn(model, support, None)
