@@ -23,9 +23,9 @@ __all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PRECISIONS', 'SCHEDULES', 'TASKS', '
            'seed_everything', 'bf16_speedup', 'resolve_precision', 'inference_autocast', 'tokenize', 'Collator',
            'epoch_batches', 'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics',
            'columns', 'lengths', 'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState',
-           'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'TrainingDiverged',
-           'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator', 'default_loss', 'Stream',
-           'check_data', 'fit', 'add_lm_labels']
+           'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'adamw',
+           'TrainingDiverged', 'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator',
+           'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
 PROFILES = ("fast", "medium", "full")
@@ -514,7 +514,7 @@ def param_groups(model,                          # the model (or any module) to 
         groups.setdefault((rate, wd), []).append(p)
     return [dict(params=ps, lr=rate, weight_decay=wd) for (rate, wd), ps in groups.items()]
 
-def _adamw(groups, lr, weight_decay):
+def adamw(groups, lr, weight_decay):
     "AdamW, fused (one kernel over all parameters, CPU or CUDA) where PyTorch supports every parameter; else the default."
     ps = [p for g in groups for p in g["params"]]
     fused = bool(ps) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in ps)
@@ -679,7 +679,7 @@ def _build_optimizer(model, mods: dict, lr, weight_decay, groups, optimizer):
         for g in param_groups(m, m_lr if m_lr is not None else lr, weight_decay):
             g["params"] = [p for p in g["params"] if id(p) not in seen]; seen.update(map(id, g["params"]))
             if g["params"]: groups.append(g)
-    return optimizer(groups) if optimizer is not None else _adamw(groups, lr, weight_decay)
+    return optimizer(groups) if optimizer is not None else adamw(groups, lr, weight_decay)
 
 def _plain_forward(acc, m):
     "fit and evaluate autocast themselves: undo Accelerate's wrapper, which would copy every bf16/fp16 output to fp32 each step."
