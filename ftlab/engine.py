@@ -106,9 +106,12 @@ def _show_precision(p: str, asked: str = "auto"):
     else: why = f"bf16 matmul {bf16_speedup():.1f}x fp32 on this CPU; threshold {BF16_MIN_SPEEDUP}x; FTLAB_PRECISION overrides"
     print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
 
-def inference_autocast(device) -> contextlib.AbstractContextManager:
-    "Autocast for inference outside `fit` (`evaluate`, `predict_logits`, `features`) in the precision `resolve_precision()` picks."
-    p = resolve_precision()
+def inference_autocast(device,                    # a device, or a model (its parameters' device is used)
+                       precision: str = "auto",   # as `fit`'s `mixed_precision`: 'auto', 'fp32', 'bf16' or 'fp16'
+                       ) -> contextlib.AbstractContextManager:
+    "Autocast outside `fit` (`evaluate`, `predict_logits`, `features`, test-time adaptation) in the precision `resolve_precision(precision)` picks."
+    if isinstance(device, torch.nn.Module): device = next(device.parameters()).device
+    p = resolve_precision(precision)
     if p == "fp32": return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
@@ -235,7 +238,8 @@ def regression_metrics(preds, targets) -> dict:
 TASKS = ("classification", "regression", "token", "lm")
 
 def columns(ds) -> dict:
-    "The non-string columns of dataset `ds` as python lists (one arrow read, then cheap indexing)."
+    "The non-string columns of dataset `ds` as python lists (one arrow read, then cheap indexing); a dict is returned as it is."
+    if isinstance(ds, dict): return ds
     keep = [c for c in ds.column_names if not (len(ds) and isinstance(ds[0][c], str))]
     return ds.select_columns(keep).to_dict()
 
@@ -255,7 +259,7 @@ def inference_batches(ds,                     # a tokenized `Dataset` (or the di
                       drop: tuple = (),       # columns to leave out of the batches (e.g. `("labels",)`)
                       rank: int = 0, world: int = 1):  # this process's share when several run
     "Yield `(indices, batch)` over `ds` in batches sorted by length (least padding); `indices` are dataset rows."
-    cols = ds if isinstance(ds, dict) else columns(ds)
+    cols = columns(ds)
     cols = {k: v for k, v in cols.items() if k not in drop}
     collate = collate_fn or Collator(tokenizer)
     order = sorted(range(len(next(iter(cols.values())))), key=lengths(cols).__getitem__)[rank::world] if cols else []

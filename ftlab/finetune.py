@@ -26,11 +26,11 @@ from .losses import CRF
 # %% auto #0
 __all__ = ['TOKEN_TAGS', 'STRATEGIES', 'CONFIG_FILE', 'profile_settings', 'block_of', 'blocks', 'head_blocks', 'layer_blocks',
            'set_trainable', 'trainable_summary', 'n_trainable', 'vader_lexicon', 'weak_word_tags', 'weak_token_dataset',
-           'TokenClassifierCRF', 'crf_predict', 'head_only', 'last_k_layers', 'full_finetune', 'two_stage',
-           'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups', 'discriminative_lr',
-           'add_lora', 'lora', 'get_strategy', 'trim_memory', 'PeakMemory', 'tokenized_splits', 'run_strategy',
-           'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned', 'load_finetuned', 'text_logits',
-           'trainable_widget', 'strategy_runner']
+           'TokenClassifierCRF', 'crf_predict', 'HeadOnFeatures', 'head_only', 'last_k_layers', 'full_finetune',
+           'two_stage', 'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups',
+           'discriminative_lr', 'add_lora', 'lora', 'get_strategy', 'trim_memory', 'PeakMemory', 'tokenized_splits',
+           'run_strategy', 'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned', 'load_finetuned',
+           'text_logits', 'trainable_widget', 'strategy_runner']
 
 # %% ../nbs/30_full_finetune.ipynb #c7a5ef4e
 def profile_settings() -> dict:
@@ -157,7 +157,7 @@ def crf_predict(model, batch):
     return torch.tensor([t for p in paths for t in p], dtype=torch.long), labels[keep]
 
 # %% ../nbs/30_full_finetune.ipynb #95f854f7
-class _HeadOnFeatures(nn.Module):
+class HeadOnFeatures(nn.Module):
     "The pooler + dropout + classifier of a BERT-style `*ForSequenceClassification`, applied to cached [CLS] vectors."
     def __init__(self, model):
         super().__init__()
@@ -194,7 +194,7 @@ def head_only(model,                         # a BERT-style `*ForSequenceClassif
     feats = features(model, train_ds, pooling="cls", tokenizer=tokenizer)
     fds = datasets.Dataset.from_dict(dict(features=feats.tolist(), labels=list(train_ds["labels"])))
     fit_kw = {k: v for k, v in fit_kw.items() if k not in ("group_by_length", "collate_fn")}
-    r = fit(_HeadOnFeatures(model), fds, None, lr=lr, epochs=head_epochs, task=task, **fit_kw)
+    r = fit(HeadOnFeatures(model), fds, None, lr=lr, epochs=head_epochs, task=task, **fit_kw)
     r.model, r.train_time_s = model, time.time() - t0
     if eval_ds is not None: r.metrics = evaluate(model, eval_ds, task=task, tokenizer=tokenizer)
     return r

@@ -6,21 +6,21 @@ Docs: https://ftlab.github.io/ftlab/nbs/instance_based.html.md"""
 
 # %% ../nbs/80_instance_based.ipynb #2f9fb21f
 from __future__ import annotations
-import contextlib, time, zlib
+import time, zlib
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .engine import Collator, adamw, default_loss, param_groups, resolve_precision
-from .finetune import _HeadOnFeatures, block_of, head_blocks, layer_blocks
+from .engine import Collator, adamw, columns, default_loss, inference_autocast, param_groups
+from .finetune import HeadOnFeatures, block_of, head_blocks, layer_blocks
 from .mlm import MaskingCollator, mlm_loss
 
 # %% auto #0
-__all__ = ['SCOPES', 'normalise', 'NeighbourIndex', 'knn_predict', 'scope_names', 'snapshot', 'restore', 'autocast_for',
-           'adapt_predict', 'head_on_features', 'nearest_neighbour_ttt', 'union_of_neighbours', 'union_finetune',
-           'masked_views', 'input_seed', 'mlm_ttt', 'neighbour_table']
+__all__ = ['SCOPES', 'normalise', 'NeighbourIndex', 'knn_predict', 'scope_names', 'snapshot', 'restore', 'adapt_predict',
+           'nearest_neighbour_ttt', 'union_of_neighbours', 'union_finetune', 'masked_views', 'input_seed', 'mlm_ttt',
+           'neighbour_table']
 
 # %% ../nbs/80_instance_based.ipynb #a4b25530
 def normalise(x) -> torch.Tensor:
@@ -92,12 +92,6 @@ def restore(model, snap: dict):
     return model
 
 # %% ../nbs/80_instance_based.ipynb #584f0ed4
-def autocast_for(model, precision: str = "auto"):
-    "Autocast in the precision `fit` would use for `model` (`resolve_precision(precision)`); a null context in fp32."
-    p = resolve_precision(precision)
-    if p == "fp32": return contextlib.nullcontext()
-    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
-
 def adapt_predict(model,                       # the base model (left exactly as it was)
                   support: dict,               # the collated batch to adapt on (with `labels` for the default loss)
                   query: dict,                 # the collated batch to predict (no labels needed)
@@ -112,7 +106,7 @@ def adapt_predict(model,                       # the base model (left exactly as
     if steps < 0: raise ValueError(f"adapt_predict: steps must be >= 0, got {steps}.")
     ps = dict(model.named_parameters())
     flags, was = {n: p.requires_grad for n, p in ps.items()}, model.training
-    snap, loss_fn, ac, losses = snapshot(model, names), loss_fn or default_loss, autocast_for(model, precision), []
+    snap, loss_fn, ac, losses = snapshot(model, names), loss_fn or default_loss, inference_autocast(model, precision), []
     grads = {n: ps[n].grad for n in snap}                  # gradients already there would add to the first step's: set aside
     try:
         for n in snap: ps[n].grad = None
@@ -135,13 +129,6 @@ def adapt_predict(model,                       # the base model (left exactly as
     return dict(logits=logits, losses=losses)
 
 # %% ../nbs/80_instance_based.ipynb #27cdb562
-def head_on_features(model):  # a BERT-style `*ForSequenceClassification`
-    "The model's pooler + classifier as a module on cached [CLS] states (`features` column); it *shares* the model's parameters."
-    return _HeadOnFeatures(model)
-
-def _cols(ds) -> dict:
-    return ds if isinstance(ds, dict) else ds.select_columns([c for c in ds.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "features", "labels")]).to_dict()
-
 def _batch(cols: dict, rows, collate, labels: bool = True) -> dict:
     return collate({k: [cols[k][j] for j in rows] for k in cols if labels or k != "labels"})
 
@@ -159,7 +146,7 @@ def nearest_neighbour_ttt(model,                 # the base model (restored exac
     "For every query: adapt on its `k` nearest pool rows, predict, restore. One row per query: logits, prediction, seconds, losses."
     neighbours = torch.as_tensor(neighbours)
     if neighbours.shape[1] < k: raise ValueError(f"nearest_neighbour_ttt: {neighbours.shape[1]} neighbours per query, k={k} asked.")
-    pc, qc, collate, names, out = _cols(pool), _cols(queries), Collator(tokenizer), scope_names(model, scope), []
+    pc, qc, collate, names, out = columns(pool), columns(queries), Collator(tokenizer), scope_names(model, scope), []
     for i in range(len(neighbours)):
         t = time.perf_counter()
         r = adapt_predict(model, _batch(pc, neighbours[i, :k].tolist(), collate), _batch(qc, [i], collate, labels=False),
@@ -219,7 +206,7 @@ def mlm_ttt(model,                  # the base classifier (restored exactly afte
             seed: int = 0,          # masking seed; each input's masks are seeded by `seed` and its own token ids
             precision: str = "auto") -> pd.DataFrame:
     "Test-time training: for every query, `steps` masked-LM steps on `views` masked copies of it, predict, restore."
-    qc, collate, names, out = _cols(queries), Collator(tokenizer), scope_names(model, scope), []
+    qc, collate, names, out = columns(queries), Collator(tokenizer), scope_names(model, scope), []
     head_flags = [p.requires_grad for p in head.parameters()]
     tied = {id(p) for p in model.parameters()}
     for p in head.parameters():
