@@ -163,7 +163,8 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
     n_padded = sum(len(b) * max(lengths[i] for i in b) for b in timed)
     rows = []
     for r in range(rounds):
-        for c in contenders:
+        k = r % len(contenders)   # rotate the order every round: no contender always runs first (or right after another)
+        for c in list(contenders[k:]) + list(contenders[:k]):
             if c == "fit": out = run_fit(spec, cfg)
             elif c == "fit_fused": out = run_fit(spec, cfg, fused=True)
             elif c == "trainer": out = run_trainer(spec, cfg, order)
