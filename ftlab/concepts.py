@@ -18,21 +18,28 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .engine import FitResult, classification_metrics, evaluate, features, fit, param_groups, seed_everything
+from .engine import EarlyStopping, FitResult, classification_metrics, evaluate, features, fit, param_groups, seed_everything
+from .stats import mean_ci, paired_seeds
 
 # %% auto #0
 __all__ = ['random_init_like', 'fresh_head_like', 'budget_indices', 'label_budget_subsets', 'Predictions', 'predict',
            'head_param_groups', 'budget_finetune', 'feature_cache', 'ProbeClassifier', 'linear_probe', 'tfidf_baseline',
-           'learning_curve', 'summarize', 'gaps', 'plot_learning_curves', 'plot_confusion', 'learning_curve_explorer']
+           'learning_curve', 'summarize', 'gaps', 'choose_on_validation', 'plot_learning_curves', 'plot_confusion',
+           'learning_curve_explorer']
 
 # %% ../nbs/10_concepts.ipynb #67b3ac7f
 def random_init_like(model,           # a `transformers` model (pretrained or not)
-                     seed: int = 0):  # seeds the fresh weights
-    "A new model with `model`'s architecture and config but freshly initialised random weights."
+                     seed: int = 0,   # seeds the fresh weights
+                     **config):       # config fields to change first (e.g. `num_hidden_layers=2` for a smaller network)
+    "A new model with `model`'s architecture and config (changed by `config`) but freshly initialised random weights."
     if not hasattr(model, "config"):
         raise TypeError(f"random_init_like needs a transformers model with a .config, got {type(model).__name__}.")
+    cfg = copy.deepcopy(model.config)
+    for k, v in config.items():
+        if not hasattr(cfg, k): raise ValueError(f"random_init_like: {type(cfg).__name__} has no field {k!r}.")
+        setattr(cfg, k, v)
     seed_everything(seed)
-    new = type(model)(copy.deepcopy(model.config))
+    new = type(model)(cfg)
     return new.to(next(model.parameters()).device)
 
 _HEADS = ("classifier", "score", "head")
@@ -136,10 +143,14 @@ def budget_finetune(model,                        # the model to train (e.g. `fr
                     lr: float = 1e-4,             # peak learning rate (linear schedule)
                     head_lr: float | None = None, # a separate rate for the task head (None: `lr` everywhere)
                     seed: int = 0,                # data order and dropout
+                    patience: int | None = None,  # with `eval_ds`: stop after this many epochs without a better accuracy, keep the best epoch's weights
                     **fit_kw) -> FitResult:       # anything else `fit` takes (warmup, weight_decay, ...)
-    "A strategy: fine-tune all of `model` for `max(min_steps, epochs · len(train_ds) / batch_size)` steps with `fit`."
+    "A strategy: fine-tune all of `model` for `max(min_steps, epochs · len(train_ds) / batch_size)` steps with `fit` (early-stopped on `eval_ds` with `patience`)."
     steps = max(min_steps, math.ceil(epochs * len(train_ds) / batch_size))
     kw = dict(progress=False, plot=False) | fit_kw
+    if patience is not None:
+        if eval_ds is None: raise ValueError("budget_finetune: patience needs an eval_ds (a validation set) to watch.")
+        kw["callbacks"] = [*kw.get("callbacks", ()), EarlyStopping("accuracy", patience=patience, restore_best=True)]
     if head_lr is not None: kw["param_groups"] = head_param_groups(model, lr, head_lr, kw.get("weight_decay", 0.01))
     return fit(model, train_ds, eval_ds, max_steps=steps, batch_size=batch_size, lr=lr, seed=seed, **kw)
 
@@ -232,8 +243,9 @@ def learning_curve(strategy: Callable,         # `strategy(model, train_ds, eval
                    name: str | None = None,    # the strategy's name in the table
                    make_model: Callable | None = None,  # `make_model(seed) -> model` for each run (None: no model)
                    label_col: str | None = None,
+                   validation=None,            # given to the strategy as its `eval_ds` (early stopping); never the test set
                    verbose: bool = True) -> pd.DataFrame:
-    "Run `strategy` on nested stratified subsets of `train` for every budget and seed; one row per run."
+    "Run `strategy` on nested stratified subsets of `train` for every budget and seed; one row per run (test scores, steps, seconds)."
     name = name or getattr(strategy, "__name__", getattr(getattr(strategy, "func", None), "__name__", "strategy"))
     label_col = label_col or _label_col(train)
     n_classes = int(max(np.max(train[label_col]), np.max(test[_label_col(test)]))) + 1
@@ -241,30 +253,59 @@ def learning_curve(strategy: Callable,         # `strategy(model, train_ds, eval
     for seed in seeds:
         for b, sub in label_budget_subsets(train, budgets, seed, label_col).items():
             t0 = time.time()
-            p = predict(strategy(make_model(seed) if make_model else None, sub, None, seed=seed).model, test)
+            r = strategy(make_model(seed) if make_model else None, sub, validation, seed=seed)
+            p = predict(r.model, test)
             dt = time.time() - t0
             m = classification_metrics(p.preds, p.labels)
             cm = np.zeros((n_classes, n_classes), dtype=int)
             np.add.at(cm, (np.asarray(p.labels, int), np.asarray(p.preds, int)), 1)
-            rows.append(dict(strategy=name, budget=b, seed=seed, accuracy=m["accuracy"], macro_f1=m["macro_f1"], fit_s=dt, confusion=cm))
+            rows.append(dict(strategy=name, budget=b, seed=seed, accuracy=m["accuracy"], macro_f1=m["macro_f1"], steps=r.steps, fit_s=dt, confusion=cm))
             if verbose: print(f"{name:>12s}  budget {b:>5d}  seed {seed}  accuracy {m['accuracy']:.3f}  ({dt:.1f} s)", flush=True)
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_concepts.ipynb #1c4c9afb
 def summarize(curves: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    "Mean, standard deviation (over seeds) and seed count of `metric` per strategy and budget, plus the mean run time."
+    "Mean, standard deviation, 95% t-interval of the mean (over seeds; NaN for one seed) and seed count of `metric` per strategy and budget, plus the mean run time."
     g = curves.groupby(["strategy", "budget"], sort=False)
-    return g.agg(mean=(metric, "mean"), std=(metric, "std"), seeds=(metric, "count"), fit_s=("fit_s", "mean")).reset_index().fillna({"std": 0.0})
+    s = g.agg(mean=(metric, "mean"), std=(metric, "std"), seeds=(metric, "count"), fit_s=("fit_s", "mean")).reset_index().fillna({"std": 0.0})
+    ci = g[metric].apply(lambda x: mean_ci(x.to_numpy())).reset_index(drop=True)
+    return s.assign(ci_lo=[c.lo for c in ci], ci_hi=[c.hi for c in ci])[["strategy", "budget", "mean", "std", "ci_lo", "ci_hi", "seeds", "fit_s"]]
 
 def gaps(curves: pd.DataFrame, a: str, b: str, metric: str = "accuracy") -> pd.DataFrame:
-    "Per budget: mean `metric` of strategies `a` and `b`, and the gap `a - b` in points (mean and smallest over paired seeds)."
+    "Per budget: mean `metric` of `a` and `b`, the gap `a - b` in points (mean, smallest, 95% paired-t interval over seeds) and its p-value."
     w = curves.pivot_table(index=["budget", "seed"], columns="strategy", values=metric)
     for s in (a, b):
         if s not in w: raise ValueError(f"No strategy {s!r} in the curves; have {list(w.columns)}.")
     w = w[[a, b]].dropna()
     d = (w[a] - w[b]).groupby("budget")
+    cmp = {k: paired_seeds(g[a], g[b]) for k, g in w.groupby("budget")}
     return pd.DataFrame({a: w[a].groupby("budget").mean(), b: w[b].groupby("budget").mean(),
-                         "gap_points": 100 * d.mean(), "min_gap_points": 100 * d.min()}).reset_index()
+                         "gap_points": 100 * d.mean(), "min_gap_points": 100 * d.min(),
+                         "ci_lo": pd.Series({k: 100 * c.lo for k, c in cmp.items()}), "ci_hi": pd.Series({k: 100 * c.hi for k, c in cmp.items()}),
+                         "p": pd.Series({k: c.p_value for k, c in cmp.items()}), "seeds": d.count()}).rename_axis("budget").reset_index()
+
+# %% ../nbs/10_concepts.ipynb #4ff9f046
+def choose_on_validation(candidates: dict,            # name -> (strategy, make_model): the settings to choose among
+                         train,                       # the labelled pool
+                         validation,                  # the examples the choice is made on (never the test set)
+                         budget: int,                 # label budget of the tuning runs (a stratified subset of `train`)
+                         seed: int = 0,               # subset family, model and data-order seed of the tuning runs
+                         label_col: str | None = None,
+                         verbose: bool = True) -> tuple[str, pd.DataFrame]:
+    "Train each candidate once on the same `budget` labels; return the name with the best validation accuracy (first among ties) and the scores."
+    if not candidates: raise ValueError("choose_on_validation: no candidates to choose among.")
+    if len(candidates) == 1:   # nothing to choose: no run
+        return next(iter(candidates)), pd.DataFrame(dict(candidate=list(candidates), val_accuracy=[np.nan], steps=[0], fit_s=[0.0]))
+    sub = label_budget_subsets(train, [budget], seed, label_col or _label_col(train))[budget]
+    rows = []
+    for name, (strategy, make_model) in candidates.items():
+        t0 = time.time()
+        r = strategy(make_model(seed) if make_model else None, sub, validation, seed=seed)
+        acc = classification_metrics(*predict(r.model, validation))["accuracy"]
+        rows.append(dict(candidate=name, val_accuracy=acc, steps=r.steps, fit_s=time.time() - t0)); del r
+        if verbose: print(f"  {name:>28s}  {budget} labels  validation accuracy {acc:.3f}  ({rows[-1]['steps']} steps, {rows[-1]['fit_s']:.1f} s)", flush=True)
+    df = pd.DataFrame(rows)
+    return df.candidate[df.val_accuracy.idxmax()], df
 
 # %% ../nbs/10_concepts.ipynb #8f0c7fba
 def plot_learning_curves(curves: pd.DataFrame,        # rows from `learning_curve`
@@ -272,12 +313,13 @@ def plot_learning_curves(curves: pd.DataFrame,        # rows from `learning_curv
                          ax=None,                     # a matplotlib axis (default: a new figure)
                          highlight=None,              # `(strategy, budget)` to ring
                          title: str = "Accuracy vs labelled examples"):
-    "Mean ± std over seeds of `metric` against the label budget (log x), one line per strategy."
+    "Mean over seeds of `metric` and its 95% t-interval (std for one seed: no bar) against the label budget (log x), one line per strategy."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     s = summarize(curves, metric)
     for name, g in s.groupby("strategy", sort=False):
-        ax.errorbar(g.budget, g["mean"], yerr=g["std"], marker="o", capsize=3, label=name)
+        err = np.nan_to_num(np.vstack([g["mean"] - g.ci_lo, g.ci_hi - g["mean"]]))
+        ax.errorbar(g.budget, g["mean"], yerr=err, marker="o", capsize=3, label=name)
     if highlight is not None:
         h = s[(s.strategy == highlight[0]) & (s.budget == highlight[1])]
         ax.plot(h.budget, h["mean"], "o", ms=16, mfc="none", mec="k", mew=2)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 datasets = pytest.importorskip("datasets")
-from ftlab.concepts import (ProbeClassifier, budget_finetune, budget_indices, feature_cache, fresh_head_like, gaps, head_param_groups,
+from ftlab.concepts import (ProbeClassifier, budget_finetune, choose_on_validation, budget_indices, feature_cache, fresh_head_like, gaps, head_param_groups,
                             label_budget_subsets, learning_curve, linear_probe, plot_confusion, predict, random_init_like, summarize,
                             tfidf_baseline)
 from ftlab.engine import features, predict_logits
@@ -130,3 +130,23 @@ def test_plot_confusion_unknown_budget():
     df = pd.DataFrame([dict(strategy="s", budget=32, seed=0, accuracy=.5, fit_s=0., confusion=np.array([[3, 1], [2, 4]]))])
     assert len(plot_confusion(df, "s", 32).texts) == 4
     with pytest.raises(ValueError, match=r"budgets run: \[32\]"): plot_confusion(df, "s", 64)
+
+
+def test_gaps_and_summarize_intervals_match_scipy():
+    import scipy.stats as sps
+    rng = np.random.default_rng(0)
+    a, b = 0.7 + 0.05 * rng.random(4), 0.6 + 0.05 * rng.random(4)
+    rows = [dict(strategy=s, budget=32, seed=k, accuracy=v, fit_s=0.0) for s, vals in [("a", a), ("b", b)] for k, v in enumerate(vals)]
+    g = gaps(pd.DataFrame(rows), "a", "b").iloc[0]
+    d = a - b
+    lo, hi = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
+    np.testing.assert_allclose([g.ci_lo, g.ci_hi], [100 * lo, 100 * hi], rtol=1e-10)
+    np.testing.assert_allclose(g.p, sps.ttest_rel(a, b).pvalue, rtol=1e-10)
+    assert g.seeds == 4
+    s = summarize(pd.DataFrame(rows)).set_index("strategy")
+    lo, hi = sps.t.interval(0.95, 3, loc=a.mean(), scale=sps.sem(a))
+    np.testing.assert_allclose([s.loc["a", "ci_lo"], s.loc["a", "ci_hi"]], [lo, hi], rtol=1e-10)
+
+
+def test_choose_on_validation_needs_candidates():
+    with pytest.raises(ValueError, match="no candidates"): choose_on_validation({}, toy_dataset(32), toy_dataset(16), 16)
