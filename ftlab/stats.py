@@ -185,8 +185,11 @@ def paired_seeds(a,                        # method A's metric per seed (a seque
                              f"only B has {sorted(set(b.index) - set(a.index))}.")
         b = b.loc[a.index]
     a, b = _paired(a, b); d = a - b; ci = mean_ci(d, confidence)
+    if a.size >= 2 and np.ptp(a) == 0 and np.ptp(b) == 0:  # the seeds changed neither result (a deterministic method on
+        return Comparison("paired t-test over seeds", float(d[0]), np.nan, np.nan, np.nan, a.size, unit="seeds",  # the whole
+                          confidence=confidence, alpha=alpha, details={"note": "one measurement repeated"})  # pool): no test
     if a.size < 2: p = np.nan
-    elif np.ptp(d) == 0: p = 1.0 if d[0] == 0 else 0.0  # no spread: identical results, or the same gap on every seed
+    elif np.ptp(d) == 0: p = 1.0 if d[0] == 0 else 0.0  # no spread in the gap although the runs vary: the same gap on every seed
     else: p = float(sps.ttest_rel(a, b).pvalue)
     return Comparison("paired t-test over seeds", ci.estimate, ci.lo, ci.hi, p, a.size, unit="seeds", confidence=confidence, alpha=alpha)
 
