@@ -13,6 +13,16 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def ratio_ci(ratios, confidence: float = 0.95):
+    "Geometric mean of per-round ratios and its t-interval over rounds (on log ratios): (estimate, lo, hi); NaN bounds for one round."
+    import math
+    from ftlab.stats import mean_ci
+    xs = [math.log(r) for r in ratios if r is not None and r > 0]
+    if not xs: return float("nan"), float("nan"), float("nan")
+    m = mean_ci(xs, confidence)
+    return tuple(math.exp(v) for v in (m.estimate, m.lo, m.hi))
+
+
 def sync(device=None):
     "Wait for queued device work (a no-op on the CPU)."
     if torch.cuda.is_available() and (device is None or str(device).startswith("cuda")): torch.cuda.synchronize()

@@ -61,7 +61,7 @@ def main(argv=None):
     log("loading MiniLM + movie sentiment (tokenized once)…")
     cls = T.cls_task(cfg["cls"]["n_train"], cfg["cls"]["max_length"])
     lm = None
-    if not a.no_lm and ("throughput" in a.only or "inference" in a.only):
+    if not a.no_lm and ("throughput" in a.only or "precision" in a.only or "inference" in a.only):
         log("loading SmolLM2-135M…"); lm = T.lm_task(cfg["lm"]["n_train"], cfg["lm"]["max_length"])
 
     if "throughput" in a.only:
@@ -71,8 +71,8 @@ def main(argv=None):
         C.write_csv("throughput_runs", rows, out)
         summ = T.summarize(rows)
         C.write_csv("throughput", summ, out)
-        summary_tables.append(C.table(summ, ["task", "contender", "runs", "samples_per_s", "tokens_per_s", "step_ms", "cpu_ms_per_step", "setup_s", "fit_over_this", "fit_over_this_cpu"],
-                                      "training throughput (median over rounds; fit_over_this = median of per-round ratios of samples/s; "
+        summary_tables.append(C.table(summ, ["task", "contender", "runs", "samples_per_s", "tokens_per_s", "step_ms", "cpu_ms_per_step", "setup_s", "fit_over_this", "ratio_lo", "ratio_hi", "fit_over_this_cpu"],
+                                      "training throughput (median over rounds; fit_over_this = median of per-round ratios of samples/s, ratio_lo/hi its 95% interval over rounds; "
                                       "_cpu: the same from process CPU time per step, less sensitive to other load)"))
 
     if "precision" in a.only:
@@ -89,12 +89,13 @@ def main(argv=None):
         for r_ in summ:   # the defaults pair: fit_defaults over trainer_defaults
             if r_["contender"] == "trainer_defaults":
                 fd = {x["round"]: x for x in rows if x["contender"] == "fit_defaults"}; td = {x["round"]: x for x in rows if x["contender"] == "trainer_defaults"}
-                r_["fit_over_this"] = C.median(fd[k]["samples_per_s"] / td[k]["samples_per_s"] for k in td if k in fd)
+                ratios = [fd[k]["samples_per_s"] / td[k]["samples_per_s"] for k in td if k in fd]
+                r_["fit_over_this"] = C.median(ratios); _, r_["ratio_lo"], r_["ratio_hi"] = C.ratio_ci(ratios)
         C.write_csv("precision", summ, out)
         from bench.mfu import fit_mfu
         m16 = fit_mfu(cls, peak_gflops=P_bf16, log=log, precision="bf16", **cfg["mfu"])
         m32 = fit_mfu(cls, peak_gflops=P, log=log, precision="fp32", **cfg["mfu"])
-        summary_tables.append(C.table(summ, ["task", "contender", "runs", "samples_per_s", "step_ms", "cpu_ms_per_step", "fit_over_this"],
+        summary_tables.append(C.table(summ, ["task", "contender", "runs", "samples_per_s", "step_ms", "cpu_ms_per_step", "fit_over_this", "ratio_lo", "ratio_hi"],
                                       "bf16 throughput (same batches) and defaults vs defaults (fit_defaults: auto precision + length-grouped batches; "
                                       "trainer_defaults: TrainingArguments' defaults)"))
         summary_tables.append(C.table([dict(precision="bf16", peak_gflops=P_bf16, achieved_gflops=m16["fit_achieved_gflops"], mfu=m16["fit_mfu"]),

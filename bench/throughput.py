@@ -12,7 +12,7 @@ import contextlib, copy, io, math, tempfile, time, warnings
 
 import torch
 
-from bench.common import median, sync
+from bench.common import median, ratio_ci, sync
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -195,7 +195,7 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
 
 
 def summarize(rows) -> list[dict]:
-    "Median per contender, and ratios fit/x as the median of per-round ratios (robust to drift)."
+    "Median per contender, and ratios fit/x as the median of per-round ratios (robust to drift) with a 95% interval over rounds."
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         rs = [r for r in rows if r["task"] == task]
@@ -209,7 +209,9 @@ def summarize(rows) -> list[dict]:
                      cpu_ms_per_step=median(r["cpu_ms_per_step"] for r in by[c].values()),
                      setup_s=median(r["setup_s"] for r in by[c].values()))
             if "fit" in by and c != "fit":
-                d["fit_over_this"] = median(by["fit"][k]["samples_per_s"] / by[c][k]["samples_per_s"] for k in by[c] if k in by["fit"])
+                ratios = [by["fit"][k]["samples_per_s"] / by[c][k]["samples_per_s"] for k in by[c] if k in by["fit"]]
+                d["fit_over_this"] = median(ratios)
+                _, d["ratio_lo"], d["ratio_hi"] = ratio_ci(ratios)   # 95% interval over rounds (geometric)
                 d["fit_over_this_cpu"] = median(by[c][k]["cpu_ms_per_step"] / by["fit"][k]["cpu_ms_per_step"] for k in by[c] if k in by["fit"])
             out.append(d)
     return out

@@ -258,3 +258,15 @@ def test_module_runs_as_the_record_command():
     r = subprocess.run([sys.executable, "-m", "ftlab.stats", "record", "--help"], capture_output=True, text=True, timeout=120,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "--profile" in r.stdout and "--no-fast" in r.stdout, r.stderr
+
+
+def test_bench_ratio_interval_is_a_t_interval_on_log_ratios():
+    import math
+    import scipy.stats as sps
+    from bench.common import ratio_ci
+    r = [1.09, 0.81, 0.81, 1.10, 0.95]
+    est, lo, hi = ratio_ci(r)
+    x = np.log(r); l, h = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    np.testing.assert_allclose([est, lo, hi], [math.exp(x.mean()), math.exp(l), math.exp(h)], rtol=1e-12)
+    assert lo < 1 < hi                                     # parity: the interval includes 1
+    assert all(math.isnan(v) for v in ratio_ci([1.2])[1:])  # one round: no interval
