@@ -170,8 +170,8 @@ def run_nbdev(path: Path, timeout: int, flags) -> tuple[str, float, TreeMemory, 
     """Run `nbdev.test.test_nb` on `path` in a fresh Python process (exactly what nbdev-test runs).
 
     nbdev also limits each cell (pyproject's `cell_timeout`, 600 s). That limit suits an idle machine only: beside a
-    2-thread matmul hog, training notebooks slowed 6-9x (30_full_finetune 914 s) while the reference matmul slowed
-    2.6x, and 10_concepts' experiment cell (the notebook takes 77 s idle) passed 600 s and failed its notebook. So the
+    2-thread matmul hog, training notebooks slowed 6.5-15x (30_full_finetune 914 s against 103 s idle) while the reference
+    matmul slowed 2.1-2.9x, and 10_concepts (77 s idle) and 80_instance_based failed on the cell limit. So the
     cell limit here is the notebook's own timeout, which grows with the load the reference workload measured; a hung
     cell is still stopped by it."""
     code = ("import sys; from nbdev.test import test_nb; "
@@ -219,7 +219,7 @@ def measure(paths, engine="kernel", timeout=900, log=print) -> list[dict]:
         rows.append(row)
         log(f"{row['notebook']:<32} {status:<7} wall {wall:7.1f}s  ref {ref:.3f}s  ratio {row['time_ratio']:8.1f}  "
             f"≈{row['idle_equiv_s']:6.1f}s idle  peak RSS {row['peak_rss_mb']:7.1f} MB (max HWM {row['max_hwm_mb']:.0f} MB)")
-        if status != "ok": log(f"{row['notebook']} {status}; the end of its output:\n{full_err or err}\n")
+        if status != "ok": log(f"{row['notebook']} {status}; the end of its output:\n{full_err}\n")
     return rows
 
 

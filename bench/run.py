@@ -89,8 +89,7 @@ def main(argv=None):
         for r_ in summ:   # the defaults pair: fit_defaults over trainer_defaults
             if r_["contender"] == "trainer_defaults":
                 fd = {x["round"]: x for x in rows if x["contender"] == "fit_defaults"}; td = {x["round"]: x for x in rows if x["contender"] == "trainer_defaults"}
-                ratios = [fd[k]["samples_per_s"] / td[k]["samples_per_s"] for k in td if k in fd]
-                r_["fit_over_this"] = C.median(ratios); _, r_["ratio_lo"], r_["ratio_hi"] = C.ratio_ci(ratios)
+                r_.update(T.fit_ratio(fd, td))
         C.write_csv("precision", summ, out)
         from bench.mfu import fit_mfu
         m16 = fit_mfu(cls, peak_gflops=P_bf16, log=log, precision="bf16", **cfg["mfu"])

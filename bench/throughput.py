@@ -194,6 +194,13 @@ def compare(spec, cfg, contenders=("fit", "trainer", "bare"), rounds=3, log=prin
     return rows
 
 
+def fit_ratio(fit_runs: dict, other_runs: dict) -> dict:
+    "fit's samples/s over another contender's, per round (`{round: row}` each): the median and its 95% interval over rounds."
+    ratios = [fit_runs[k]["samples_per_s"] / other_runs[k]["samples_per_s"] for k in other_runs if k in fit_runs]
+    _, lo, hi = ratio_ci(ratios)
+    return dict(fit_over_this=median(ratios), ratio_lo=lo, ratio_hi=hi)
+
+
 def summarize(rows) -> list[dict]:
     "Median per contender, and ratios fit/x as the median of per-round ratios (robust to drift) with a 95% interval over rounds."
     out = []
@@ -209,9 +216,7 @@ def summarize(rows) -> list[dict]:
                      cpu_ms_per_step=median(r["cpu_ms_per_step"] for r in by[c].values()),
                      setup_s=median(r["setup_s"] for r in by[c].values()))
             if "fit" in by and c != "fit":
-                ratios = [by["fit"][k]["samples_per_s"] / by[c][k]["samples_per_s"] for k in by[c] if k in by["fit"]]
-                d["fit_over_this"] = median(ratios)
-                _, d["ratio_lo"], d["ratio_hi"] = ratio_ci(ratios)   # 95% interval over rounds (geometric)
+                d.update(fit_ratio(by["fit"], by[c]))
                 d["fit_over_this_cpu"] = median(by[c][k]["cpu_ms_per_step"] / by["fit"][k]["cpu_ms_per_step"] for k in by[c] if k in by["fit"])
             out.append(d)
     return out
