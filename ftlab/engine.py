@@ -19,13 +19,13 @@ from .checkpoint import (CheckpointError, _checkpoints, _no_hf_bars, latest_chec
                               save_checkpoint, save_model, verify_checkpoint)
 
 # %% auto #0
-__all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile', 'by_profile',
-           'seed_everything', 'bf16_speedup', 'resolve_precision', 'inference_autocast', 'tokenize', 'Collator',
-           'epoch_batches', 'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics',
-           'columns', 'lengths', 'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState',
-           'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'adamw',
-           'TrainingDiverged', 'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator',
-           'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
+__all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PROBE_MAX_SPREAD', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile',
+           'by_profile', 'seed_everything', 'cpu_bf16_units', 'precision_probe', 'bf16_speedup', 'resolve_precision',
+           'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches', 'lr_multiplier',
+           'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths', 'inference_batches',
+           'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback', 'EarlyStopping', 'ProgressBar',
+           'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged', 'FitResult', 'accelerate_precision',
+           'release_accelerator', 'get_accelerator', 'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
 PROFILES = ("fast", "medium", "full")
@@ -52,38 +52,80 @@ def seed_everything(seed: int = 0):
 
 # %% ../nbs/01_engine.ipynb #d6a1a3aa
 BF16_MIN_SPEEDUP = 1.5          # bf16 autocast on a CPU only when its matmul is at least this much faster than fp32
+PROBE_MAX_SPREAD = 1.3          # a probe is steady when each dtype's median repeat lies within this factor of its best
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _PRECISION_SHOWN = set()
-_PROBED = {}                    # this process's probe results: the cache file is read once, not on every evaluate
+_PROBED = {}                    # this process's verdicts by machine key: the cache file is read once, not on every evaluate
 
 def _cache_dir() -> Path: return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
+def _probe_file() -> Path: return _cache_dir()/"precision_probe.json"
 
 def _cpu_name() -> str:
     try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
 
-def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
-    "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (best of 3, interleaved; cached)."
-    key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
+def _probe_key(n: int = 512) -> str: return f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
+
+def cpu_bf16_units(cpuinfo: str | None = None) -> bool | None:   # the text of /proc/cpuinfo (default: read it)
+    "Whether the CPU reports bf16 arithmetic (x86 `avx512_bf16` or `amx_bf16`, Arm `bf16`); None where it reports no flags."
+    if cpuinfo is None:
+        try: cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError: return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip().lower() in ("flags", "features"): flags |= set(v.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
+
+def _matmul_time(dtype, n: int, reps: int, budget: float = 0.25) -> float:
+    "Seconds per `n`×`n` product in `dtype`: the mean of `reps` after a warm-up, fewer once `budget` seconds are spent."
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
+    k, t = 0, time.perf_counter()
+    while k < reps and (k == 0 or time.perf_counter() - t < budget): a @ b; k += 1   # a slow dtype is timed once
+    return (time.perf_counter() - t) / k
+
+def _probe_once(n: int, reps: int, trials: int = 3) -> dict:
+    times = {"fp32": [], "bf16": []}
+    for _ in range(trials):                  # interleaved, so a load that comes and goes hits both alike
+        for d, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)): times[d].append(_matmul_time(dt, n, reps))
+    return dict(ratio=round(min(times["fp32"]) / min(times["bf16"]), 3),
+                spread=round(max(sorted(v)[len(v) // 2] / min(v) for v in times.values()), 3))   # one outlier tolerated
+
+def precision_probe(n: int = 512, reps: int = 8, cache: bool = True, attempts: int = 3) -> dict:
+    "The CPU's precision verdict ('bf16' or 'fp32') from timing bf16 against fp32 matmuls, with the `ratio`, whether it was `trusted`, and `why`."
+    key = _probe_key(n)
     if cache and key in _PROBED: return _PROBED[key]
-    f = _cache_dir()/"precision_probe.json"
-    try: known = json.loads(f.read_text()) if cache and f.exists() else {}
+    try: known = json.loads(_probe_file().read_text()) if cache and _probe_file().exists() else {}
     except ValueError: known = {}
-    if key in known: _PROBED[key] = known[key]; return known[key]
-    def best(dtype):
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
-        t = time.perf_counter()
-        for _ in range(reps): a @ b
-        return time.perf_counter() - t
-    times = {torch.float32: [], torch.bfloat16: []}
-    for _ in range(3):                       # interleaved, so a load that comes and goes hits both alike
-        for d in times: times[d].append(best(d))
-    ratio = round(min(times[torch.float32]) / min(times[torch.bfloat16]), 3)
+    if isinstance(known.get(key), dict): _PROBED[key] = known[key]; return known[key]   # (a bare number: an older, unchecked probe)
+    units, runs = cpu_bf16_units(), []
+    fast = lambda r: r["ratio"] >= BF16_MIN_SPEEDUP
+    for _ in range(attempts):
+        runs.append(r := _probe_once(n, reps))
+        if r["spread"] <= PROBE_MAX_SPREAD and (units is None or fast(r) == units): break   # steady, and as the CPU's flags say
+    steady = lambda x: x["spread"] <= PROBE_MAX_SPREAD
+    # trusted: the last try is steady and agrees with the flags, or every try was steady and they all agree with each other
+    trusted = (steady(r) and (units is None or fast(r) == units)) or (all(map(steady, runs)) and len({fast(x) for x in runs}) == 1)
+    m = f"bf16 matmul {r['ratio']:.2f}x fp32, median repeat within {r['spread']:.2f}x of the best"
+    if trusted:
+        verdict, why = ("bf16" if fast(r) else "fp32"), f"{m}; threshold {BF16_MIN_SPEEDUP}x"
+    else:
+        verdict = ("bf16" if units else "fp32") if units is not None else ("bf16" if fast(r) else "fp32")
+        why = (f"probe unsteady over {len(runs)} tries ({m}; a loaded machine?), so "
+               + (f"the CPU's flags decide: bf16 units {'present' if units else 'absent'}" if units is not None else "its last try decides")
+               + "; not cached, measured again in the next process")
+    out = dict(verdict=verdict, ratio=r["ratio"], spread=r["spread"], tries=len(runs), trusted=trusted, cpu_bf16_units=units,
+               why=why, date=time.strftime("%Y-%m-%d %H:%M:%S"))
     if cache:
-        _PROBED[key] = ratio
-        try: f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps({**known, key: ratio}, indent=1))
-        except OSError: pass
-    return ratio
+        _PROBED[key] = out
+        if trusted:
+            try: _probe_file().parent.mkdir(parents=True, exist_ok=True); _probe_file().write_text(json.dumps({**known, key: out}, indent=1))
+            except OSError: pass
+    return out
+
+def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
+    "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (see `precision_probe`)."
+    return precision_probe(n, reps, cache)["ratio"]
 
 def resolve_precision(mixed_precision: str = "auto") -> str:
     "The precision `fit` trains in — 'fp32', 'bf16' or 'fp16' — for `mixed_precision` ('auto' reads `$FTLAB_PRECISION`, else probes)."
@@ -95,7 +137,7 @@ def resolve_precision(mixed_precision: str = "auto") -> str:
         if env not in PRECISIONS: raise ValueError(f"FTLAB_PRECISION must be one of {PRECISIONS}, got {env!r}.")
         if env != "auto": return env
     if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if bf16_speedup() >= BF16_MIN_SPEEDUP else "fp32"
+    return precision_probe()["verdict"]
 
 def _show_precision(p: str, asked: str = "auto"):
     if p in _PRECISION_SHOWN: return
@@ -103,7 +145,7 @@ def _show_precision(p: str, asked: str = "auto"):
     if asked != "auto": why = f"mixed_precision={asked!r}"
     elif torch.cuda.is_available(): why = "GPU"
     elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
-    else: why = f"bf16 matmul {bf16_speedup():.1f}x fp32 on this CPU; threshold {BF16_MIN_SPEEDUP}x; FTLAB_PRECISION overrides"
+    else: why = f"{precision_probe()['why']}; FTLAB_PRECISION overrides"
     print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
 
 def inference_autocast(device,                    # a device, or a model (its parameters' device is used)
@@ -114,6 +156,33 @@ def inference_autocast(device,                    # a device, or a model (its pa
     p = resolve_precision(precision)
     if p == "fp32": return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+# %% ../nbs/01_engine.ipynb #c2d455a1
+def precision_main(argv=None) -> int:   # the arguments after `ftlab precision`
+    "The `precision` command: the precision `fit` picks here and why; `--probe` measures again, `--clear` forgets the cached verdicts."
+    import argparse
+    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (mixed_precision='auto'), and why.")
+    ap.add_argument("--probe", action="store_true", help="time bf16 against fp32 again now (the verdict is cached when the probe is trusted)")
+    ap.add_argument("--clear", action="store_true", help="delete the cached verdicts (FTLAB_HOME/precision_probe.json)")
+    a = ap.parse_args([] if argv is None else list(argv))
+    f = _probe_file(); shown = str(f).replace(str(Path.home()), "~", 1)
+    if a.clear:
+        print(f"removed {shown}" if f.exists() else f"no cached verdicts at {shown}"); f.unlink(missing_ok=True); _PROBED.clear()
+        if not a.probe: return 0
+    if a.probe:
+        _PROBED.pop(_probe_key(), None)
+        try: known = json.loads(f.read_text()) if f.exists() else {}
+        except ValueError: known = {}
+        if known.pop(_probe_key(), None) is not None: f.write_text(json.dumps(known, indent=1))
+    if torch.cuda.is_available():
+        print(f"auto -> {resolve_precision()} (GPU {torch.cuda.get_device_name(0)}: bf16 where it is supported)"); return 0
+    env, p = os.environ.get("FTLAB_PRECISION", "").strip(), precision_probe()
+    print(f"auto -> {resolve_precision()}" + (f" (FTLAB_PRECISION={env} overrides the probe)" if env else ""))
+    print(f"probe: {p['verdict']}: {p['why']} ({p['date']})")
+    print(f"cached in {shown}" if p["trusted"] else "not cached: the next process measures again")
+    units = {True: "yes", False: "no", None: "unknown (no CPU flags to read)"}[p["cpu_bf16_units"]]
+    print(f"CPU reports bf16 units: {units}; {_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    return 0
 
 # %% ../nbs/01_engine.ipynb #3a809f4a
 def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` with a text column
