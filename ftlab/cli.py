@@ -22,6 +22,7 @@ COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
     "train":   ("ftlab.cli", "train_main", "fine-tune a model with one strategy and save it"),
     "compare": ("ftlab.cli", "compare_main", "run several strategies on one dataset: leaderboard, CSV, plot"),
     "record":  ("ftlab.stats", "main_record", "run a chapter's experiments in a profile and write results/<notebook>.csv"),
+    "claims":  ("ftlab.stats", "claims_main", "what the book shows and how sure it is: every claim, its interval and verdict"),
     "precision": ("ftlab.engine", "precision_main", "the training precision 'auto' picks here (bf16 or fp32) and why; --probe, --clear"),
     "docs":    ("ftlab.docs", "docs_main", "build the documentation site into _build/html"),
 }
