@@ -313,7 +313,7 @@ def measure(paths, engine="kernel", timeout=900, log=print) -> list[dict]:
             f"≈{row['idle_equiv_s']:6.1f}s idle  peak RSS {row['peak_rss_mb']:7.1f} MB (max HWM {row['max_hwm_mb']:.0f} MB)  "
             f"CPU share {u['cpu_share']:.0%}, others {u['others_busy']:.0%} (peak {u['others_peak']:.0%})")
         if u["contended"]: log(f"{row['notebook']}: contended (others used {u['others_busy']:.0%} of the CPU > {OTHERS_BUSY_MAX:.0%}): "
-                               f"its time is not a clean measurement and the budget test will not judge it")
+                               f"its time is not a clean measurement, and the budget test will not fail it")
         if status != "ok": log(f"{row['notebook']} {status}; the end of its output:\n{full_err}\n")
     return rows
 
