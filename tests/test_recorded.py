@@ -15,7 +15,7 @@ from ftlab.stats import RECORD_CMD, check_fresh, load_recorded
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 CI_ROWS = Path(os.environ.get("FTLAB_RESULTS_DIR") or ROOT / "bench/results/ci")
-RECORDED = sorted(RESULTS.glob("*.csv"))
+RECORDED = sorted(p for p in RESULTS.glob("*.csv") if p.name != "claims.csv")   # claims.csv is the ledger, not a recording
 KEY = ["method", "dataset", "metric", "seed"]
 
 # How far CI's fast rows may lie from the recorded fast rows. The seeds, data and code are the same (the code hash

@@ -122,7 +122,9 @@ def test_paired_seeds_is_ttest_rel():
     assert c.p_value == pytest.approx(res.pvalue, rel=1e-14)
     np.testing.assert_allclose([c.lo, c.hi], list(res.confidence_interval()), atol=1e-14)
     assert c.unit == "seeds" and c.n == 4
-    assert paired_seeds(a + 0.1, a).p_value == 0.0 and paired_seeds(a, a).p_value == 1.0
+    const = paired_seeds(a + 0.1, a)   # the same gap on every seed: no spread, so no p-value and no interval (never p = 0)
+    assert np.isnan(const.p_value) and np.isnan(const.lo) and np.isnan(paired_seeds(a, a).p_value)
+    assert abs(const.difference - 0.1) < 1e-12 and not const.significant
     with pytest.raises(ValueError, match="only B has"): paired_seeds(pd.Series(a), pd.Series(b, index=[0, 1, 2, 9]))
 
 
