@@ -256,7 +256,7 @@ def _build(a: Asset, d: Path, pkg_file: Path):
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
 def asset_dir(name: str,           # a registered asset (see `ASSETS`)
-              verify: bool = False # hash every built file, not only those whose size or time changed
+              verify: bool = False # hash every built file (by default only those whose modification time moved)
              ) -> Path:
     "Directory holding asset `name`, fetched, verified and built on first use; rebuilt when its files no longer match."
     a = _check_name(name)
