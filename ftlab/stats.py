@@ -21,10 +21,10 @@ from scipy import stats as sps
 __all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'RECORD_CMD', 'EXPECTS', 'VERDICTS', 'MIN_SEEDS',
            'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci', 'over_seeds', 'summarize',
            'bootstrap_ci', 'Comparison', 'paired_bootstrap', 'mcnemar', 'paired_seeds', 'results_frame', 'table',
-           'code_hash', 'record', 'machine', 'record_notebook', 'load_recorded', 'check_fresh', 'show_recorded',
-           'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims', 'holm', 'hierarchical_bootstrap',
-           'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims', 'claim_line', 'show_claims',
-           'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
+           'code_hash', 'lib_hash', 'library_versions', 'record', 'machine', 'record_notebook', 'load_recorded',
+           'check_fresh', 'show_recorded', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims', 'holm',
+           'hierarchical_bootstrap', 'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims', 'claim_line',
+           'show_claims', 'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
 
 # %% ../nbs/02_stats.ipynb #47f75ca4
 class Interval(NamedTuple):
@@ -261,6 +261,33 @@ def code_hash(notebook_path,    # the chapter's notebook
         if lines := [l.rstrip() for l in src.splitlines() if l.strip()]: h.update("\n".join(lines).encode() + b"\0")
     return h.hexdigest()[:length]
 
+def _ftlab_modules(notebook) -> list[str]:
+    "The `ftlab` modules the notebook's code imports, and the ftlab modules those import, by name."
+    src = "\n".join("".join(c["source"]) for c in json.loads(Path(notebook).read_text())["cells"] if c["cell_type"] == "code")
+    todo = set(re.findall(r"\bftlab\.(\w+)", src)) | {n.strip() for g in re.findall(r"from\s+ftlab\s+import\s+\(?([\w\s,]+)", src) for n in g.split(",")}
+    import ftlab
+    pkg, seen = Path(ftlab.__file__).parent, set()
+    while todo:
+        m = todo.pop()
+        if m in seen or not (pkg / f"{m}.py").exists(): continue
+        seen.add(m); todo |= set(re.findall(r"^\s*from\s+(?:\.|ftlab\.)(\w+)\s+import", (pkg / f"{m}.py").read_text(), re.M))
+    return sorted(seen)
+
+def lib_hash(notebook, length: int = 12) -> str:   # the chapter's notebook; hex digits kept
+    "Short sha256 of the source of the `ftlab` modules the notebook uses (see `_ftlab_modules`)."
+    import ftlab
+    h, pkg = hashlib.sha256(), Path(ftlab.__file__).parent
+    for m in _ftlab_modules(notebook): h.update(m.encode() + b"\0" + (pkg / f"{m}.py").read_bytes() + b"\0")
+    return h.hexdigest()[:length]
+
+def library_versions() -> str:
+    "The versions of the libraries a recorded number depends on."
+    from importlib.metadata import PackageNotFoundError, version
+    def v(p):
+        try: return version(p)
+        except PackageNotFoundError: return "absent"
+    return "; ".join(f"{p} {v(p)}" for p in ("torch", "transformers", "peft", "trl", "datasets", "accelerate"))
+
 def _repo_roots() -> list[Path]:
     "Where a chapter's notebook and results may live: the working directory and its parents, then ftlab's checkout."
     import ftlab
@@ -371,7 +398,8 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
             df = results_frame(pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True))
         df = df.assign(profile=p, code_hash=code_hash(path), command=command, machine=machine(),
                        precision=_precision(),
-                       date=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=round(wall, 1))
+                       date=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=round(wall, 1),
+                       lib_hash=lib_hash(path), versions=library_versions())
         frames.append(df)
     assert path.read_bytes() == before, f"{path} changed while it was recorded"
     out = Path(out_dir) / f"{path.stem}.csv"; out.parent.mkdir(parents=True, exist_ok=True)
@@ -397,14 +425,20 @@ def load_recorded(chapter: str,       # the chapter's notebook name without .ipy
 def check_fresh(chapter: str,         # the chapter's notebook name without .ipynb
                 results_dir=None,     # default: the `results/` folder of the checkout
                 notebook=None):       # the chapter's notebook; default: found by name
-    "(is_fresh, message): whether `chapter`'s recorded results were made by the notebook's current code."
+    "(is_fresh, message): whether `chapter`'s recorded results were made by the notebook's current code (library changes are reported, not failed)."
     try: df = load_recorded(chapter, results_dir)
     except FileNotFoundError as e: return False, str(e)
     nb = Path(notebook) if notebook else _find_notebook(chapter)
     cmd = df.command.dropna().iloc[0] if df.command.notna().any() else f"{RECORD_CMD} nbs/{chapter}.ipynb --profile medium"
     if nb is None or not nb.exists(): return False, f"{chapter}: cannot find the notebook {chapter}.ipynb to compare with the recording."
     now, old = code_hash(nb), sorted(set(df.code_hash.dropna().astype(str)))
-    if old == [now]: return True, f"Fresh: recorded from the notebook's current code (hash {now})"
+    if old == [now]:
+        libs = sorted(set(df.lib_hash.dropna().astype(str))) if "lib_hash" in df else []
+        lib_now = lib_hash(nb)
+        note = ("" if not libs else "; the ftlab modules it uses are unchanged" if libs == [lib_now] else
+                f"; the ftlab modules it uses changed since (lib hash {', '.join(libs)} → {lib_now}): CI's fast rows "
+                f"(tests/test_recorded.py) show whether the numbers moved")
+        return True, f"Fresh: recorded from the notebook's current code (hash {now}){note}"
     return False, f"STALE: recorded from code hash {', '.join(old) or 'none'}, the notebook's code is now {now}; re-record with `{cmd}`"
 
 def show_recorded(chapter: str,           # the chapter's notebook name without .ipynb

@@ -78,3 +78,18 @@ def test_no_claim_reports_certainty_from_nothing():
     assert (judged.p > 0).all() and (judged.hi > judged.lo).all(), judged[["chapter", "claim", "p", "lo", "hi"]]
     und = LEDGER[LEDGER.verdict == "undetermined"]
     assert und.p_holm.isna().all() and und.why.notna().all(), und[["chapter", "claim", "p_holm", "why"]]
+
+
+def test_book_page_shows_the_ledger():
+    "nbs/99_claims.ipynb ('What this book shows, and how sure it is') shows the current ledger's counts and rows."
+    nb = ROOT / "nbs/99_claims.ipynb"
+    outs = {src.strip(): "".join("".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", "")) for o in c.get("outputs", []))
+            for c, src in _cells(nb, "code")}
+    fix = "run `python scripts/execute_notebooks.py nbs/99_claims.ipynb`"
+    counts = outs.get("book = load_claims()\nverdict_counts(book)", "")
+    total = re.search(r"^all\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", counts, re.M)
+    assert total, f"the book page shows no verdict counts; {fix}"
+    want = [int((LEDGER.verdict == v).sum()) for v in ("shown", "not shown", "contradicted", "equivalent", "undetermined")]
+    assert [int(x) for x in total.groups()] == want, f"the book page shows counts {total.groups()}, the ledger has {want}; {fix}"
+    table = outs.get("book_table(book)", "")
+    assert all(name in table for name in LEDGER.claim), f"the book page's table lacks some of the ledger's claims; {fix}"
