@@ -18,13 +18,13 @@ import pandas as pd
 from scipy import stats as sps
 
 # %% auto #0
-__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'RECORD_CMD', 'EXPECTS', 'VERDICTS', 'MIN_SEEDS',
-           'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci', 'over_seeds', 'summarize',
+__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'EXAMPLE_COLUMNS', 'RECORD_CMD', 'EXPECTS', 'VERDICTS',
+           'MIN_SEEDS', 'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci', 'over_seeds', 'summarize',
            'bootstrap_ci', 'Comparison', 'paired_bootstrap', 'mcnemar', 'paired_seeds', 'results_frame', 'table',
-           'code_hash', 'lib_hash', 'library_versions', 'record', 'machine', 'record_notebook', 'load_recorded',
-           'check_fresh', 'show_recorded', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims', 'holm',
-           'hierarchical_bootstrap', 'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims', 'claim_line',
-           'show_claims', 'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
+           'code_hash', 'lib_hash', 'library_versions', 'record', 'record_examples', 'machine', 'record_notebook',
+           'load_recorded', 'check_fresh', 'show_recorded', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims',
+           'holm', 'hierarchical_bootstrap', 'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims',
+           'claim_line', 'show_claims', 'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
 
 # %% ../nbs/02_stats.ipynb #47f75ca4
 class Interval(NamedTuple):
@@ -312,6 +312,27 @@ def record(rows,                # the experiment's result rows (see `results_fra
         (pd.concat([pd.read_csv(path), df], ignore_index=True) if path.exists() else df).to_csv(path, index=False)
     return df
 
+# %% ../nbs/02_stats.ipynb #73423fdd
+EXAMPLE_COLUMNS = ("method", "dataset", "metric", "seed", "example", "score")
+
+def record_examples(scores,              # a DataFrame with `EXAMPLE_COLUMNS`, or {(method, dataset, metric, seed): per-example scores}
+                    chapter: str,        # the chapter's notebook name without .ipynb
+                    results_dir=None):   # default `$FTLAB_RESULTS_DIR` (unset: no file)
+    "Per-example scores of a chapter's runs (1/0 right/wrong, or a per-example loss), for the ledger's hierarchical bootstrap; appended to `<results_dir>/<chapter>.examples.csv`."
+    from ftlab.engine import profile
+    if isinstance(scores, dict):
+        scores = pd.DataFrame([dict(method=m, dataset=d, metric=k, seed=s, example=i, score=float(x))
+                               for (m, d, k, s), xs in scores.items() for i, x in enumerate(np.asarray(xs, dtype=float).ravel())])
+    df = scores.copy()
+    if missing := [c for c in EXAMPLE_COLUMNS if c not in df.columns]:
+        raise ValueError(f"record_examples: the scores lack column(s) {missing}; they need {list(EXAMPLE_COLUMNS)}.")
+    if df.score.isna().any(): raise ValueError("record_examples: some scores are NaN; leave out (and report) what could not be scored.")
+    df = df[list(EXAMPLE_COLUMNS)].assign(chapter=chapter, profile=profile())
+    if out := results_dir or os.environ.get("FTLAB_RESULTS_DIR"):
+        path = Path(out) / f"{chapter}.examples.csv"; path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(path, mode="a", header=not path.exists(), index=False)
+    return df
+
 # %% ../nbs/02_stats.ipynb #0192010e
 RECORD_CMD = "python -m ftlab.stats record"  # the command that makes results/<notebook>.csv
 
@@ -389,13 +410,14 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
     profiles = [profile] + (["fast"] if also_fast and profile != "fast" else [])
     shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
     command = f"{RECORD_CMD} {shown} --profile {profile}" + ("" if also_fast else " --no-fast")
-    frames, before = [], path.read_bytes()
+    frames, examples, before = [], [], path.read_bytes()
     for p in profiles:
         with tempfile.TemporaryDirectory() as tmp:
             wall = _run_notebook(path, p, Path(tmp), timeout)
-            csvs = sorted(Path(tmp).glob("*.csv"))
+            csvs = sorted(c for c in Path(tmp).glob("*.csv") if not c.name.endswith(".examples.csv"))
             if not csvs: raise RuntimeError(f"{path.name} ran in the {p} profile but called `record` nowhere: nothing to write.")
             df = results_frame(pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True))
+            examples += [pd.read_csv(c) for c in sorted(Path(tmp).glob("*.examples.csv"))]
         df = df.assign(profile=p, code_hash=code_hash(path), command=command, machine=machine(),
                        precision=_precision(),
                        date=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=round(wall, 1),
@@ -404,6 +426,9 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
     assert path.read_bytes() == before, f"{path} changed while it was recorded"
     out = Path(out_dir) / f"{path.stem}.csv"; out.parent.mkdir(parents=True, exist_ok=True)
     df = pd.concat(frames, ignore_index=True); df.to_csv(out, index=False)
+    ex = out.with_name(f"{path.stem}.examples.csv.gz")
+    if examples: pd.concat(examples, ignore_index=True).to_csv(ex, index=False)   # per-example scores, for the ledger
+    else: ex.unlink(missing_ok=True)
     if _declares_claims(path): update_claims(path, out_dir)   # the ledger follows the recording
     return df
 
