@@ -1,10 +1,12 @@
 """Recorded results (results/<notebook>.csv, made by `python -m ftlab.stats record`) are fresh and reproduced by CI.
 
-(a) Each recording's code hash must equal its notebook's current one: a recording made by older code is stale.
+(a) A recording is stale when the numbers moved: made from the notebook's current code (its code hash) it is fresh; after
+    a code change it stands only if CI's fast rows reproduce the recorded fast rows (issue 27), so a recording without fast
+    rows must be re-recorded after any change.
 (b) scripts/test.sh runs every notebook in the fast profile with FTLAB_RESULTS_DIR=bench/results/ci, so each
     chapter's `record` calls leave CI's own fast rows there; they must match the recording's fast rows.
 """
-import os
+import os, warnings
 from pathlib import Path
 
 import pandas as pd
@@ -43,10 +45,20 @@ def recordings():
 
 @pytest.mark.parametrize("csv", recordings())
 def test_recording_is_fresh(csv):
+    """Stale when the numbers moved. A recording made from the notebook's current code is fresh. After a code change it
+    stays valid only if CI's fast rows, made from the new code, reproduce the recorded fast rows (a refactor proves itself
+    numerically neutral); a recording without fast rows cannot show that and must be re-recorded."""
     nb = notebook_of(csv)
     assert nb.exists(), f"{csv.relative_to(ROOT)} has no notebook {nb.relative_to(ROOT)}: delete the recording or restore the notebook."
     fresh, msg = check_fresh(csv.stem, RESULTS, nb)
-    assert fresh, f"{csv.relative_to(ROOT)}: {msg}"
+    if fresh: return
+    status, why = fast_rows_verdict(csv)
+    if status == "match":
+        warnings.warn(f"{csv.relative_to(ROOT)}: the notebook's code changed since it was recorded, and {why}: the change is numerically neutral in the fast profile")
+        return
+    if status == "skip" and "no fast-profile rows" not in why:
+        pytest.skip(f"{csv.relative_to(ROOT)}: {msg}; whether the numbers moved is decided by CI's fast rows: {why}")
+    pytest.fail(f"{csv.relative_to(ROOT)}: {msg}" + (f" ({why})" if status == "skip" else f"\n{why}"))
 
 
 @pytest.mark.parametrize("csv", recordings())
@@ -58,27 +70,37 @@ def test_recording_has_provenance(csv):
     assert not empty, f"{csv.name} has rows without {empty}: re-record it with `{RECORD_CMD} {notebook_of(csv).relative_to(ROOT)}`."
 
 
-@pytest.mark.parametrize("csv", recordings())
-def test_ci_reproduces_the_recorded_fast_rows(csv):
+def fast_rows_verdict(csv: Path) -> tuple[str, str]:
+    "('match' | 'differ' | 'skip', message): whether CI's fast rows of this run reproduce the recording's fast rows."
     rec = load_recorded(csv.stem, RESULTS)
     rec = rec[rec.profile == "fast"]
-    if rec.empty: pytest.skip(f"{csv.name} has no fast-profile rows (recorded with --no-fast)")
+    if rec.empty: return "skip", f"{csv.name} has no fast-profile rows (recorded with --no-fast)"
     ci_csv = CI_ROWS / csv.name
-    if not ci_csv.exists(): pytest.skip(f"no CI rows at {ci_csv}: scripts/test.sh writes them when it runs the notebooks")
+    if not ci_csv.exists(): return "skip", f"no CI rows at {ci_csv}: scripts/test.sh writes them when it runs the notebooks"
     from ftlab.engine import resolve_precision
     here = resolve_precision()
     recorded_in = set(rec.precision.dropna().astype(str).replace({"auto": "fp32"}))   # before precision was resolved, 'auto' was fp32 on CPUs
     if recorded_in and recorded_in != {here}:
-        pytest.skip(f"{csv.name} was recorded in {sorted(recorded_in)} and this machine trains in {here}: numbers are only "
-                    f"comparable at one precision; re-record here, or run with FTLAB_PRECISION={sorted(recorded_in)[0]}")
+        return "skip", (f"{csv.name} was recorded in {sorted(recorded_in)} and this machine trains in {here}: numbers are only "
+                        f"comparable at one precision; re-record here, or run with FTLAB_PRECISION={sorted(recorded_in)[0]}")
     ci = pd.read_csv(ci_csv)
     ci = ci[ci.profile == "fast"].groupby(KEY, dropna=False).value.last()
     rec = rec.groupby(KEY, dropna=False).value.last()
     cmd = f"`{RECORD_CMD} {notebook_of(csv).relative_to(ROOT)} --profile medium`"
-    assert set(ci.index) == set(rec.index), (f"{csv.name}: CI's fast run made rows {sorted(set(ci.index) - set(rec.index))[:5]} the "
-                                             f"recording lacks and lacks {sorted(set(rec.index) - set(ci.index))[:5]}; re-record with {cmd}.")
+    if set(ci.index) != set(rec.index):
+        return "differ", (f"{csv.name}: CI's fast run made rows {sorted(set(ci.index) - set(rec.index))[:5]} the "
+                          f"recording lacks and lacks {sorted(set(rec.index) - set(ci.index))[:5]}; re-record with {cmd}.")
     both = pd.DataFrame({"recorded": rec, "ci": ci.loc[rec.index]})
     both["tol"] = [tolerance(r, c) for r, c in zip(both.recorded, both.ci)]
     off = both[(both.ci - both.recorded).abs() > both.tol]
-    assert off.empty, f"{csv.name}: CI's fast rows differ from the recorded ones beyond the tolerance:\n{off.to_string()}\n" \
-                      f"If the difference is real (a changed dependency, a new machine kind), re-record with {cmd}."
+    if not off.empty:
+        return "differ", (f"{csv.name}: CI's fast rows differ from the recorded ones beyond the tolerance:\n{off.to_string()}\n"
+                          f"If the difference is real (a changed dependency, a new machine kind), re-record with {cmd}.")
+    return "match", f"{csv.name}: CI's {len(both)} fast rows reproduce the recorded ones within tolerance"
+
+
+@pytest.mark.parametrize("csv", recordings())
+def test_ci_reproduces_the_recorded_fast_rows(csv):
+    status, msg = fast_rows_verdict(csv)
+    if status == "skip": pytest.skip(msg)
+    assert status == "match", msg
