@@ -227,12 +227,16 @@ class CRF(nn.Module):
         return viterbi_decode(emissions, self.transitions, self.start, self.end, mask)[0]
 
 # %% ../nbs/20_losses.ipynb #3879f63b
-def kl_exact(logp: torch.Tensor,      # `(..., C)` log-probabilities of the policy
-             logp_ref: torch.Tensor): # `(..., C)` log-probabilities of the reference
-    "Exact $\\mathrm{KL}(p \\| p_{ref}) = \\sum_c p_c (\\log p_c - \\log p_{ref,c})$ over the last axis."
+def kl_exact(logp: torch.Tensor,      # `(..., C)` log-probabilities of the policy (`-inf` for a class it never picks)
+             logp_ref: torch.Tensor): # `(..., C)` log-probabilities of the reference (`-inf` allowed)
+    "Exact $\\mathrm{KL}(p \\| p_{ref}) = \\sum_c p_c (\\log p_c - \\log p_{ref,c})$ over the last axis, with $0 \\log 0 = 0$."
     _check_float(logp, "logp"); _check_same_shape(logp, logp_ref, "logp_ref")
-    return (logp.exp() * (logp - logp_ref)).sum(-1)
+    p = logp.exp()
+    ref_zero = torch.isneginf(logp_ref) & (p > 0)  # the policy picks a class the reference never does: +inf
+    log_ratio = torch.where((p == 0) | ref_zero, 0.0, logp - logp_ref)  # p_c = 0 adds 0 (not 0 * inf = NaN)
+    return torch.where(ref_zero, math.inf, p * log_ratio).sum(-1)
 
+# %% ../nbs/20_losses.ipynb #c41e9d07
 def kl_estimate(logp: torch.Tensor,      # log-probs under the policy of tokens *sampled from the policy*
                 logp_ref: torch.Tensor,  # log-probs of the same tokens under the reference
                 kind: str = "k3"):       # 'k1', 'k2' or 'k3' (Schulman's estimators)

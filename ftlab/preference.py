@@ -58,16 +58,17 @@ def _common_prefix(a, b):
 
 def pair_dataset(df: pd.DataFrame,  # preference pairs: `prompt`, `chosen`, `rejected` columns
                  tok):              # the policy's tokenizer
-    "Tokenize pairs as trl's DPOTrainer does (`prompt + completion + EOS`; the completion starts where the tokenizations diverge)."
-    cols = dict(c_ids=[], c_cmask=[], r_ids=[], r_cmask=[])
+    "Tokenize pairs as trl's `DPOTrainer` does: `prompt + completion + EOS`, one prompt length per pair (where the first of the two diverges from the prompt)."
+    cols, eos = dict(c_ids=[], c_cmask=[], r_ids=[], r_cmask=[]), tok.eos_token
     for p, c, r in zip(df.prompt, df.chosen, df.rejected):
         pi = tok(p)["input_ids"]
-        for key, y in (("c", c), ("r", r)):
-            ids = tok(p + y + tok.eos_token)["input_ids"]
-            n = _common_prefix(pi, ids)
+        ci, ri = (tok(p + y + ("" if y.endswith(eos) else eos))["input_ids"] for y in (c, r))   # trl adds EOS unless present
+        n = min(_common_prefix(pi, ci), _common_prefix(pi, ri))   # shared by both completions, as trl's `prompt_ids`
+        for key, ids in (("c", ci), ("r", ri)):
             cols[f"{key}_ids"].append(ids); cols[f"{key}_cmask"].append([0] * n + [1] * (len(ids) - n))
     return datasets.Dataset.from_dict(cols)
 
+# %% ../nbs/51_preference.ipynb #a93b7e52
 class PairCollator:
     "Pairs → one batch: `input_ids`, `attention_mask`, `completion_mask`, chosen rows first then rejected, right-padded."
     def __init__(self, pad_token_id: int): self.pad = pad_token_id  # the tokenizer's pad id

@@ -202,6 +202,43 @@ def test_kl_exact_nonnegative_and_k3_samples_nonnegative(seed, spread):
     assert torch.allclose((lp.exp() * kl_estimate(lp, lq, "k1")).sum(), kl_exact(lp, lq))  # E_p[k1] = KL
     assert torch.allclose((lp.exp() * kl_estimate(lp, lq, "k3")).sum(), kl_exact(lp, lq))  # E_p[k3] = KL
 
+def test_kl_exact_zero_probabilities_match_torch_distributions():
+    "0·log 0 = 0: KL(softmax(0, 1, -inf) || uniform) = log 3 - H(p), as torch.distributions.kl_divergence gives; the reverse is +inf."
+    from torch.distributions import Categorical, kl_divergence
+    lp = log_softmax(torch.tensor([0.0, 1.0, -math.inf], dtype=torch.float64))
+    lu = torch.full((3,), -math.log(3), dtype=torch.float64)
+    want = kl_divergence(Categorical(logits=lp), Categorical(logits=lu)).item()
+    assert want == pytest.approx(0.5164091798, abs=1e-9)
+    assert kl_exact(lp, lu).item() == pytest.approx(want, abs=1e-12)
+    assert kl_exact(lp, lp).item() == 0.0
+    assert kl_exact(lu, lp).item() == math.inf  # the reference gives a class 0 that the policy picks: +inf, not NaN
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", range(5))
+def test_kl_exact_with_neg_inf_matches_torch_kl_divergence_batched_with_gradients(seed, dtype):
+    """Random `-inf` logits on the policy side, the reference side or both, in a (3, 4, 7) batch, against
+    `torch.distributions.kl_divergence`. Its own gradient is NaN wherever the policy has a `-inf` (it multiplies
+    0 by -inf in the backward pass), so the gradient reference puts -1e4 instead, which gives the same
+    distributions (exp underflows to exactly 0) and the same values."""
+    from torch.distributions import Categorical, kl_divergence
+    g = torch.Generator().manual_seed(seed)
+    a, b = (torch.randn(3, 4, 7, generator=g, dtype=dtype, requires_grad=True) for _ in range(2))
+    za, zb = torch.rand(3, 4, 7, generator=g) < 0.3, torch.rand(3, 4, 7, generator=g) < 0.3
+    za[..., 0] = zb[..., 0] = False                      # every row keeps at least one class on both sides
+    ours = kl_exact(log_softmax(a.masked_fill(za, -math.inf)), log_softmax(b.masked_fill(zb, -math.inf)))
+    ref = kl_divergence(Categorical(logits=a.masked_fill(za, -math.inf)), Categorical(logits=b.masked_fill(zb, -math.inf)))
+    assert not ours.isnan().any()
+    finite = ~(~za & zb).any(-1)                          # finite unless the policy picks a class the reference never does
+    assert torch.equal(ours.isinf(), ~finite) and (ours[~finite] == math.inf).all() and (ref[~finite] == math.inf).all()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(ours[finite], ref[finite], atol=tol, rtol=tol)
+    ga, gb = torch.autograd.grad(torch.where(finite, ours, 0.0).sum(), (a, b))  # rows left out never send back a NaN
+    assert ga.isfinite().all() and gb.isfinite().all()
+    ref_big = kl_divergence(Categorical(logits=a.masked_fill(za, -1e4)), Categorical(logits=b.masked_fill(zb, -1e4)))
+    assert torch.allclose(ref_big[finite], ref[finite], atol=tol, rtol=tol)
+    ra, rb = torch.autograd.grad(ref_big[finite].sum(), (a, b))
+    assert torch.allclose(ga, ra, atol=tol, rtol=tol) and torch.allclose(gb, rb, atol=tol, rtol=tol)
+
 def test_combined_loss():
     a, b = torch.tensor(2.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
     out = combined_loss(a, b, lam=0.5)

@@ -53,6 +53,34 @@ def test_pair_batch_layout_and_ln2_at_init(tiny):
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6) and st["margin"].abs().item() < 1e-6
 
 
+EDGE_PAIRS = pd.DataFrame(dict(prompt=["This movie was", "I liked it ", "The plot", "This movie was"],
+                               chosen=["n't good", "a lot", " is clever", " fine</s>"],   # "</s>": replaced by the EOS below
+                               rejected=[" great", " not at all", "s are thin", "n't"]))
+
+
+def test_pair_dataset_matches_trl_tokenization(tiny, tmp_path):
+    """Our `pair_dataset` + `PairCollator` against trl 1.16's own tokenization: `DPOTrainer._prepare_dataset` (called
+    on a stand-in `self` with the tokenizer, and a real `DPOConfig`) and `DataCollatorForPreference`. The edge pairs
+    split prompt from completion at different tokens ("was" + "n't" merges into "wasn"; a prompt ending in a space),
+    where one prompt length per pair (trl) and one per completion (the old rule) differ."""
+    import types
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    _, tok = tiny
+    df = pd.concat([PAIRS, EDGE_PAIRS.assign(chosen=EDGE_PAIRS.chosen.str.replace("</s>", tok.eos_token))], ignore_index=True)
+    args = DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, dataset_num_proc=None)
+    theirs = DPOTrainer._prepare_dataset(types.SimpleNamespace(_tokenizer=tok), Dataset.from_pandas(df), tok, args, "train")
+    tb = DataCollatorForPreference(pad_token_id=tok.pad_token_id)([theirs[i] for i in range(len(df))])
+    ours_ds = pf.pair_dataset(df, tok)
+    ob = pf.PairCollator(tok.pad_token_id)([ours_ds[i] for i in range(len(df))])
+    for k in ("input_ids", "attention_mask", "completion_mask"):
+        assert torch.equal(ob[k], tb[k]), (k, ob[k], tb[k])
+    e = len(PAIRS)   # "This movie was" / "n't good" / " great": the rejected row's completion starts at " was", as in trl
+    assert ours_ds[e]["r_cmask"] == [0, 0, 1, 1, 1] and ours_ds[e]["c_cmask"].index(1) == 2
+    assert ours_ds[e + 3]["c_ids"][-2:] != [tok.eos_token_id] * 2   # a completion that ends with EOS gets no second one
+
+
 def test_dpo_loss_equals_trl(tiny, tmp_path):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
