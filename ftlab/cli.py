@@ -302,7 +302,7 @@ def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), 
     if not out.exists(): return out
     ours = _ftlab_files(out, config_file)
     for f in inputs:
-        if Path(f).resolve().parent == out and Path(f).name in ours | _HF_NAMES:
+        if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
             raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another {flag}.")
     if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
         raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "

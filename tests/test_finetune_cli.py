@@ -201,13 +201,14 @@ def test_overwrite_keeps_user_files_and_writes_through_a_symlink(tmp_path, capsy
     assert not [p.name for p in prev.iterdir() if p.name.startswith((".old-", ".tmp-", ".ftlab-"))]
 
 
-@pytest.mark.parametrize("case", ["dangling_link", "input_is_replaced", "under_a_file"])
-def test_out_refused_before_anything_is_written(tmp_path, capsys, case):
+@pytest.mark.parametrize("case", ["dangling_link", "input_is_replaced", "input_is_replaced_relative", "under_a_file"])
+def test_out_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, case):
     data = _csv(tmp_path)
     if case == "dangling_link":
         out = tmp_path / "link"; out.symlink_to(tmp_path / "gone"); needle = "symlink to"
-    elif case == "input_is_replaced":
+    elif case.startswith("input_is_replaced"):
         out, _ = _prev_output(tmp_path); data = out / "tokenizer.json"; data.write_text("{}"); needle = "one of the files"
+        if case.endswith("relative"): monkeypatch.chdir(tmp_path); out, data = Path("prev"), Path("prev/tokenizer.json")
     else:
         out = data / "run"; needle = "which is a file, not a directory"
     assert main(_head_argv(data, out, "--overwrite")) == 2
@@ -296,7 +297,7 @@ def test_errors_during_training_are_one_message(tmp_path, capsys, monkeypatch, e
 def test_huge_lr_diverges_with_a_message(tmp_path, capsys):
     "The real thing: --lr 1e6 makes the loss non-finite; the command prints TrainingDiverged's advice, no traceback, writes nothing."
     err = _fails(capsys, ["train", "--file", str(_csv(tmp_path)), "--strategy", "full", "--lr", "1e6", "--n-train", "0", "--n-test", "0",
-                          "--max-length", "16", "--epochs", "3", "--batch-size", "4", "--out", str(tmp_path / "run")], "lower learning rate")
+                          "--max-length", "16", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run")], "lower learning rate")
     assert "Traceback" not in err
 
 

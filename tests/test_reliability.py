@@ -318,3 +318,13 @@ def test_planted_pickle_in_the_logits_cache_is_refused_not_run(tmp_path, monkeyp
         ensemble.member_logits(m, ds)
     assert not marker.exists(), "the pickle's payload ran"
     assert calls and all(k.get("weights_only") is True for k in calls)
+
+
+def test_save_model_writes_through_a_symlink(tmp_path):
+    "A symlinked path stays a link to the new files; no stray `.old-` entry is left beside it."
+    from ftlab.checkpoint import save_model
+    target = tmp_path / "target"; target.mkdir(); (target / "config.json").write_text("{}")
+    link = tmp_path / "link"; link.symlink_to(target)
+    save_model(tiny_bert(), link)
+    assert link.is_symlink() and link.resolve() == target.resolve() and (target / "model.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-"))] == []
