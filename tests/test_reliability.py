@@ -318,6 +318,9 @@ def test_planted_pickle_in_the_logits_cache_is_refused_not_run(tmp_path, monkeyp
         ensemble.member_logits(m, ds)
     assert not marker.exists(), "the pickle's payload ran"
     assert calls and all(k.get("weights_only") is True for k in calls)
+    (d / f"logits-{ensemble.fingerprint(ds)}.pt").unlink()            # logits ftlab wrote itself still load from the cache
+    first, again = ensemble.member_logits(m, ds), ensemble.member_logits(m, ds)
+    assert torch.equal(first, again) and len(calls) == 2
 
 
 def test_save_model_writes_through_a_symlink(tmp_path):
