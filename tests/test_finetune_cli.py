@@ -261,6 +261,12 @@ def test_any_out_of_range_number_is_refused(tmp_path, capsys, seed, n, epochs):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("arg, needle", [("--epochs=0", "--epochs must be"), ("--n-train=-5", "--n-train must be"),
+                                         ("--max-length=0", "--max-length must be"), ("--seed=-1", "--seed must be")])
+def test_compare_refuses_bad_numbers(tmp_path, capsys, arg, needle):
+    _fails(capsys, ["compare", "--strategies", "head", arg, "--out", str(tmp_path / "cmp")], needle)
+
+
 def test_compare_out_an_existing_file(tmp_path, capsys):
     f = tmp_path / "board.csv"; f.write_text("x")
     assert main(["compare", "--strategies", "head", "--out", str(f)]) == 2
