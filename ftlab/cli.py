@@ -91,7 +91,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ValueError(f"could not read {path} as {suf[1:].upper()}: {e}") from None
     raise ValueError(f"unsupported file type {suf!r} for {path}; use .csv or .jsonl (one JSON object per line).")
 
-# %% ../nbs/90_cli.ipynb #4ada0d94
+# %% ../nbs/90_cli.ipynb #5045ec87
 _MISSING = {"nan", "na", "n/a", "#n/a", "null", "none", "<na>"}   # what a spreadsheet or pandas writes for an empty cell
 
 def _clean_labels(texts, labels, text_col, label_col, source) -> pd.Series:
@@ -109,6 +109,7 @@ def _clean_labels(texts, labels, text_col, label_col, source) -> pd.Series:
                       f"they were stripped, so {changed[0][0]!r} is the class {changed[0][1]!r}.", stacklevel=3)
     return out
 
+# %% ../nbs/90_cli.ipynb #4ada0d94
 def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str = "label", source: str = "the data") -> tuple[pd.DataFrame, list]:
     "Check `df` for training (columns, non-empty texts, integer, string or true/false labels, ≥ 2 classes); returns `(clean df with text/label ids, label names)`."
     missing = [c for c in (text_col, label_col) if c not in df.columns]
