@@ -81,8 +81,10 @@ def _no_hf_bars():
         if was: hf_logging.enable_progress_bar()
 
 def save_model(model, path, tokenizer=None):
-    "Write `model` (and `tokenizer`) to directory `path` as safetensors; atomically replaces an existing directory."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Write `model` (and `tokenizer`) to directory `path` as safetensors; atomically replaces an existing directory (a symlink's target)."
+    path = Path(path)
+    if path.is_symlink(): path = path.resolve()   # write through the link: swapping it for a directory would strand an `.old-` link
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
     try:
         if hasattr(model, "save_pretrained"):

@@ -6,7 +6,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #8e20e8b3
 from __future__ import annotations
-import argparse, importlib, math, sys, time
+import argparse, importlib, json, math, os, shutil, sys, tempfile, time, traceback, warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,21 @@ def _usage() -> str:
     return "usage: ftlab COMMAND [ARGS]\n\ncommands:\n" + "\n".join(
         f"  {k:{w}s}  {v[2]}" for k, v in COMMANDS.items()) + "\n\n`ftlab COMMAND --help` for a command's options."
 
-def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[1:]`)
+def _error_line(cmd: str, e: BaseException) -> str:
+    "The one line `ftlab cmd` prints for error `e`: the message of a user error, the type too for anything else."
+    from ftlab.assets import AssetError
+    from ftlab.engine import TrainingDiverged
+    if isinstance(e, (AssetError, ValueError, FileNotFoundError, TrainingDiverged)): return f"ftlab {cmd}: error: {e}"
+    if isinstance(e, OSError) and e.filename is not None:   # permission denied, not a directory, disk full, ...
+        return f"ftlab {cmd}: error: cannot write or read {e.filename}: {e.strerror}. Check the path and its permissions."
+    return (f"ftlab {cmd}: unexpected error: {type(e).__name__}: {e}\n"
+            f"Run it again with --debug (or FTLAB_DEBUG=1) to see the traceback, and please report it.")
+
+def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[1:]`); `--debug` anywhere shows tracebacks
     "Entry point of the `ftlab` command: run the subcommand `argv[0]` with the rest; returns the exit status."
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("FTLAB_DEBUG", "0") not in ("", "0")
+    argv = [x for x in argv if x != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage()); return 0
     cmd, rest = argv[0], argv[1:]
@@ -45,23 +57,32 @@ def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[
     try: f = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
         print(f"ftlab {cmd}: not available in this installation ({e}).", file=sys.stderr); return 2
-    from ftlab.assets import AssetError
     try: return int(f(rest) or 0)
-    except (AssetError, ValueError, FileNotFoundError) as e:
-        print(f"ftlab {cmd}: error: {e}", file=sys.stderr); return 2
     except SystemExit as e:   # argparse's --help (0) and usage errors (2): an exit status, not an exit of the caller
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print(f"ftlab {cmd}: interrupted.", file=sys.stderr); return 130
+    except Exception as e:    # every error ends in a message and exit status 2; the traceback only with --debug
+        if debug: traceback.print_exc()
+        print(_error_line(cmd, e), file=sys.stderr); return 2
 
 # %% ../nbs/90_cli.ipynb #28a81394
+def _csv_separator(path: Path) -> str:
+    "The column separator of a `.csv` file: a comma, unless its header line has tabs (or semicolons) and no comma (said in a warning)."
+    with open(path, "rb") as fh: head = fh.readline().decode("utf-8", "replace")
+    for sep, name in (("\t", "tab"), (";", "semicolon")):
+        if sep in head and "," not in head:
+            warnings.warn(f"{path.name} is {name}-separated (its header line has no comma); read it with that separator.", stacklevel=3)
+            return sep
+    return ","
+
 def read_table(path: Path) -> pd.DataFrame:
     "A labelled table from a `.csv`, `.jsonl`/`.ndjson` or `.json` file, with errors that say how to fix the file."
     if not path.exists(): raise FileNotFoundError(f"no such file: {path}")
     if path.is_dir(): raise ValueError(f"{path} is a directory; pass a .csv or .jsonl file.")
     suf = path.suffix.lower()
     try:
-        if suf == ".csv": return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        if suf == ".csv": return pd.read_csv(path, keep_default_na=False, na_values=[""], sep=_csv_separator(path))
         if suf in (".jsonl", ".ndjson"): return pd.read_json(path, lines=True, dtype=False)
         if suf == ".json": return pd.read_json(path, dtype=False)
     except UnicodeDecodeError as e:
@@ -70,6 +91,24 @@ def read_table(path: Path) -> pd.DataFrame:
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"could not read {path} as {suf[1:].upper()}: {e}") from None
     raise ValueError(f"unsupported file type {suf!r} for {path}; use .csv or .jsonl (one JSON object per line).")
+
+# %% ../nbs/90_cli.ipynb #5045ec87
+_MISSING = {"nan", "na", "n/a", "#n/a", "null", "none", "<na>"}   # what a spreadsheet or pandas writes for an empty cell
+
+def _clean_labels(texts, labels, text_col, label_col, source) -> pd.Series:
+    "String `labels` stripped of surrounding spaces (said in a warning); a missing-value word or a repeated header row is an error."
+    if not any(isinstance(y, str) for y in labels): return labels
+    na = [i for i, y in enumerate(labels) if isinstance(y, str) and y.strip().lower() in _MISSING]
+    if na: raise ValueError(f"{len(na)} rows of {source} have the label {labels.iloc[na[0]]!r} (first at row {na[0]}), a missing value, "
+                            f"not a class. Remove or label them.")
+    hdr = [i for i, (t, y) in enumerate(zip(texts, labels)) if t == text_col and y == label_col]
+    if hdr: raise ValueError(f"row {hdr[0]} of {source} repeats the header ({text_col!r}, {label_col!r}){f' ({len(hdr)} such rows)' if len(hdr) > 1 else ''}: "
+                             f"were files concatenated? Remove those rows.")
+    out = labels.map(lambda y: y.strip() if isinstance(y, str) else y)
+    if changed := [(a, b) for a, b in zip(labels, out) if a != b]:
+        warnings.warn(f"{len(changed)} labels of {source} had spaces around them (e.g. {changed[0][0]!r}); "
+                      f"they were stripped, so {changed[0][0]!r} is the class {changed[0][1]!r}.", stacklevel=3)
+    return out
 
 # %% ../nbs/90_cli.ipynb #4ada0d94
 def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str = "label", source: str = "the data") -> tuple[pd.DataFrame, list]:
@@ -86,6 +125,7 @@ def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str =
                          f"{texts.iloc[bad[0]]!r}). Remove or fill them.")
     miss = [i for i, y in enumerate(labels) if y is None or (isinstance(y, float) and math.isnan(y))]
     if miss: raise ValueError(f"{len(miss)} rows of {source} have no {label_col!r} (first at row {miss[0]}). Remove or label them.")
+    labels = _clean_labels(texts, labels, text_col, label_col, source)
     if len(labels) and all(isinstance(y, (bool, np.bool_)) for y in labels):  # a true/false column: two named classes
         labels = labels.map(lambda y: "true" if y else "false")
     kinds = {("str" if isinstance(y, str) else "int" if isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) else type(y).__name__) for y in labels}
@@ -96,6 +136,9 @@ def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str =
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise ValueError(f"{source} has only one class in {label_col!r} ({classes[0]!r}); a classifier needs at least two.")
+    if len(classes) > len(df) / 2:
+        raise ValueError(f"{source} has {len(classes)} classes in {label_col!r} for {len(df)} rows ({(labels.value_counts() == 1).sum()} with a single "
+                         f"example): that looks like an id or free-text column, not a class. Name the class column with --label-col.")
     if len(df) < 10: raise ValueError(f"{source} has {len(df)} rows; at least 10 labelled rows are needed (train, validation and test splits).")
     ids = {c: i for i, c in enumerate(classes)}
     out = pd.DataFrame(dict(text=texts.astype(str).str.strip(), label=[ids[y] for y in labels]))
@@ -110,7 +153,8 @@ def _train_parser(strategies):
     ap.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     ap.add_argument("--label-col", default="label", help="column holding the class (integers, strings or true/false; default: label)")
     ap.add_argument("--strategy", default="full", help=f"one of {', '.join(strategies)} (default: full)")
-    ap.add_argument("--out", required=True, help="directory to write the model, tokenizer and ftlab_config.json to")
+    ap.add_argument("--out", required=True, help="directory to write the model, tokenizer and ftlab_config.json to (a new one, or an earlier ftlab train output)")
+    ap.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files ftlab did not write (they are kept)")
     ap.add_argument("--model", default="encoder", help="base encoder: asset name, local path or hub id (default: encoder)")
     ap.add_argument("--epochs", type=float, help="passes over the training data (default: by profile)")
     ap.add_argument("--lr", type=float, help="peak learning rate (default: the strategy's)")
@@ -118,8 +162,22 @@ def _train_parser(strategies):
     ap.add_argument("--n-test", type=int, help="evaluate on a seeded subset of this size (default: by profile; 0 = all)")
     ap.add_argument("--max-length", type=int, help="tokens per text (default: by profile)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help=f"0 to {_MAX_SEED}")
     return ap
+
+_MAX_SEED = 2**32 - 1   # numpy's seed range
+
+def _check_numbers(a):
+    "Refuse command-line numbers that make no sense (`ftlab train` / `compare`), before anything is loaded."
+    def bad(flag, v, want, hint=""): raise ValueError(f"{flag} must be {want}, got {v!r}{hint}.")
+    dflt = "; leave it out for the profile's default"
+    for flag, v in (("--epochs", a.epochs), ("--lr", getattr(a, "lr", None))):
+        if v is not None and not (math.isfinite(v) and v > 0): bad(flag, v, "a positive number", dflt)
+    if a.max_length is not None and a.max_length < 3: bad("--max-length", a.max_length, "at least 3 tokens ([CLS], one word, [SEP])", dflt)
+    for flag, v in (("--n-train", a.n_train), ("--n-test", a.n_test)):
+        if v is not None and v < 0: bad(flag, v, "0 (all examples) or a positive count")
+    if getattr(a, "batch_size", 1) < 1: bad("--batch-size", a.batch_size, "a positive integer")
+    if not 0 <= a.seed <= _MAX_SEED: bad("--seed", a.seed, f"between 0 and {_MAX_SEED:,d} (the range numpy and torch accept)")
 
 # %% ../nbs/90_cli.ipynb #d3a8e7be
 def _load_source(a):
@@ -146,40 +204,169 @@ def _load_source(a):
     full, names = validate_labelled(pd.concat(frames.values(), ignore_index=True), a.text_col, a.label_col, source=name)
     return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in stratified_split(full, seed=0).items()}), names, name
 
-def _check_out(out: Path, config_file: str):
-    if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a directory.")
-    if out.is_dir() and any(out.iterdir()) and not (out/config_file).exists():
-        raise ValueError(f"--out {out} exists and holds other files; give a new or empty directory (or one written by ftlab train).")
+# %% ../nbs/90_cli.ipynb #2a69cefe
+_STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
+_HF_NAMES = {"config.json", "model.safetensors", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "README.md"}
+
+def _ftlab_files(out: Path, config_file: str) -> set:
+    "Names in `out` that an earlier `ftlab train` wrote (its config's `files`; older configs: the usual model and tokenizer files)."
+    if not (out/config_file).is_file(): return {p.name for p in out.glob(_STAGE + "*")}
+    try: listed = json.loads((out/config_file).read_text()).get("files")
+    except ValueError: listed = None
+    names = set(listed) if isinstance(listed, list) else _HF_NAMES | {p.name for p in out.glob("model-*.safetensors")}
+    return names | {config_file} | {p.name for p in out.glob(_STAGE + "*")}
+
+def _writable(d: Path, flag: str, out: Path):
+    "Refuse `d` (an existing directory) if a file cannot be created in it."
+    try: Path(tempfile.mkdtemp(dir=d, prefix=_STAGE)).rmdir()
+    except OSError as e:
+        raise ValueError(f"{flag} {out} cannot be written: {d} is not writable ({e.strerror}). Give a directory you can write to.") from None
+
+def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
+    "The directory to write for `--out` (a symlink's target), refused unless it can be written and holds nothing ftlab would clobber."
+    if out.is_symlink():
+        if not out.resolve().exists(): raise ValueError(f"{flag} {out} is a symlink to {out.resolve()}, which does not exist; create it or give another directory.")
+        out = out.resolve()
+    if out.exists() and not out.is_dir(): raise ValueError(f"{flag} {out} is a file; give a directory.")
+    anc = next(p for p in (out, *out.parents) if p.exists())
+    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give a directory path.")
+    _writable(anc, flag, out)
+    if anc != out: return out
+    ours = _ftlab_files(out, config_file)
+    for f in inputs:
+        if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
+            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another --out.")
+    if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
+        raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "
+                         f"deletes them. Give a new or empty directory, or pass --overwrite to write beside them (they are kept).")
+    return out
+
+# %% ../nbs/90_cli.ipynb #9daba073
+def _install(new: Path, out: Path, config_file: str):
+    "Move the finished output directory `new` to `out`: in one rename if `out` is new, else file by file (the config last), deleting only earlier ftlab files."
+    if not out.exists(): os.replace(new, out); return
+    old = _ftlab_files(out, config_file) - {new.parent.name}
+    (out/config_file).unlink(missing_ok=True)    # first: a half-replaced directory never looks like a finished output
+    for name in old - {p.name for p in new.iterdir()}:
+        p = out/name
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink(): p.unlink()
+    for p in sorted(new.iterdir(), key=lambda p: p.name == config_file):
+        if (out/p.name).is_dir() and not (out/p.name).is_symlink(): shutil.rmtree(out/p.name)
+        os.replace(p, out/p.name)
+
+def _save_output(out: Path, config_file: str, save) -> Path:
+    "Call `save(directory)` on a hidden folder next to (or in) `out`, record the files it wrote in the config, then `_install` it."
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out if out.exists() else out.parent, prefix=_STAGE))
+    try:
+        new = stage/"out"; save(new)
+        cfg = json.loads((new/config_file).read_text())
+        (new/config_file).write_text(json.dumps(dict(cfg, files=sorted(p.name for p in new.iterdir())), indent=2, default=str))
+        _install(new, out, config_file)
+    finally: shutil.rmtree(stage, ignore_errors=True)
+    return out
+
+# %% ../nbs/90_cli.ipynb #ddad8838
+_STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
+_HF_NAMES = {"config.json", "model.safetensors", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "README.md"}
+
+def _ftlab_files(out: Path, config_file: str) -> set:
+    "Names in `out` that an earlier `ftlab train` wrote (its config's `files`; older configs: the usual model and tokenizer files)."
+    if not (out/config_file).is_file(): return {p.name for p in out.glob(_STAGE + "*")}
+    try: listed = json.loads((out/config_file).read_text()).get("files")
+    except ValueError: listed = None
+    names = set(listed) if isinstance(listed, list) else _HF_NAMES | {p.name for p in out.glob("model-*.safetensors")}
+    return names | {config_file} | {p.name for p in out.glob(_STAGE + "*")}
+
+def _writable(d: Path, flag: str, out: Path):
+    "Refuse `d` (an existing directory) if a file cannot be created in it."
+    try: Path(tempfile.mkdtemp(dir=d, prefix=_STAGE)).rmdir()
+    except OSError as e:
+        raise ValueError(f"{flag} {out} cannot be written: {d} is not writable ({e.strerror}). Give a directory you can write to.") from None
+
+def _out_dir(out: Path, flag: str = "--out") -> Path:
+    "The directory `flag` names (a symlink's target), refused if it is a file, lies under a file or cannot be written."
+    if out.is_symlink():
+        if not out.resolve().exists(): raise ValueError(f"{flag} {out} is a symlink to {out.resolve()}, which does not exist; create it or give another directory.")
+        out = out.resolve()
+    if out.exists() and not out.is_dir(): raise ValueError(f"{flag} {out} is a file; give a directory.")
+    anc = next(p for p in (out, *out.parents) if p.exists())
+    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give a directory path.")
+    _writable(anc, flag, out)
+    return out
+
+def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
+    "`_out_dir`, also refused if it holds files ftlab did not write (unless `overwrite`) or the input among those it would replace."
+    out = _out_dir(out, flag)
+    if not out.exists(): return out
+    ours = _ftlab_files(out, config_file)
+    for f in inputs:
+        if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
+            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another {flag}.")
+    if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
+        raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "
+                         f"deletes them. Give a new or empty directory, or pass --overwrite to write beside them (they are kept).")
+    return out
 
 # %% ../nbs/90_cli.ipynb #d65b3dca
+def _tokenizer_and_limit(model: str, max_length: int):
+    "The tokenizer of `model` (ftlab's offline handling) after checking `max_length` against the model's position limit."
+    from transformers import AutoConfig, AutoTokenizer
+    from ftlab.assets import _hub_errors, model_path
+    path = model_path(model)
+    with _hub_errors(model):
+        limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=False), "max_position_embeddings", None)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if limit and max_length > limit:
+        raise ValueError(f"--max-length {max_length} is more than {model!r} can read ({limit} positions); give at most {limit}.")
+    return tok
+
+def _epochs(strategy: str, given, default) -> tuple[dict, float]:
+    "The `run_strategy` keywords that carry `--epochs`, and the passes in effect: `head` trains on cached features for `head_epochs`, not `epochs`."
+    if strategy != "head" or given is None:
+        return dict(epochs=given or default), (given or default) if strategy != "head" else _head_default()
+    return dict(epochs=given, head_epochs=given), given
+
+def _head_default() -> int:
+    import inspect
+    from ftlab import finetune as F
+    return inspect.signature(F.STRATEGIES["head"]).parameters["head_epochs"].default
+
 def train_main(argv=None) -> int:
     "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer and config."
-    from transformers import AutoTokenizer   # torch and transformers load when the command runs, not for `ftlab --help`
     from ftlab import finetune as F
-    from ftlab.assets import model_path
     a = _train_parser(F.STRATEGIES).parse_args(argv)
-    F.get_strategy(a.strategy)
-    out = Path(a.out); _check_out(out, F.CONFIG_FILE)
-    dd, names, source = _load_source(a)                       # every input check happens before any model is loaded
+    F.get_strategy(a.strategy); _check_numbers(a)
+    out = _check_out(Path(a.out), F.CONFIG_FILE, a.overwrite, inputs=[a.file] if a.file else [])
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        dd, names, source = _load_source(a)                   # every input check happens before any model is loaded
+    for w in notes:
+        if issubclass(w.category, UserWarning): print(f"ftlab train: note: {w.message}", file=sys.stderr)
     ps = F.profile_settings()
     pick = lambda v, d: d if v is None else (None if v == 0 else v)
     n_train, n_test = pick(a.n_train, ps["n_train"]), pick(a.n_test, ps["n_test"])
-    epochs, max_length = a.epochs or ps["epochs"], a.max_length or ps["max_length"]
-    kw = dict(ps["overrides"].get(a.strategy, {}), **({"lr": a.lr} if a.lr else {}))
+    max_length = a.max_length or ps["max_length"]
+    ep_kw, epochs = _epochs(a.strategy, a.epochs, ps["epochs"])
+    kw = dict(ps["overrides"].get(a.strategy, {}), **ep_kw, **({"lr": a.lr} if a.lr else {}))
     t0 = time.time()
-    tok = AutoTokenizer.from_pretrained(model_path(a.model))
+    tok = _tokenizer_and_limit(a.model, max_length)
     tr, te, _ = F.tokenized_splits(dd, tok, max_length, n_train, n_test, a.seed)
     print(f"ftlab train: {a.strategy} on {source}: {len(tr)} training / {len(te)} test examples, {len(names)} classes, "
           f"{epochs:g} epoch(s), profile {F.profile()}", flush=True)
-    row, r = F.run_strategy(a.strategy, tr, te, model=a.model, num_labels=len(names), seed=a.seed, tokenizer=tok, epochs=epochs,
+    row, r = F.run_strategy(a.strategy, tr, te, model=a.model, num_labels=len(names), seed=a.seed, tokenizer=tok,
                           batch_size=a.batch_size, progress=True, **kw)
     m = r.model
     cfg_target = m.base_model.model.config if hasattr(m, "peft_config") else m.config
     cfg_target.id2label = dict(enumerate(names)); cfg_target.label2id = {n: i for i, n in enumerate(names)}
-    F.save_finetuned(m, tok, out, strategy=a.strategy, base_model=a.model, source=source, label_names=names,
-                   text_col=a.text_col, label_col=a.label_col, max_length=max_length, epochs=epochs, n_train=len(tr), n_test=len(te),
-                   profile=F.profile(), metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]),
-                   trainable_params=row["trainable_params"], train_time_s=round(row["train_time_s"], 1))
+    _save_output(out, F.CONFIG_FILE, lambda d: F.save_finetuned(
+        m, tok, d, strategy=a.strategy, base_model=a.model, source=source, label_names=names, text_col=a.text_col, label_col=a.label_col,
+        max_length=max_length, epochs=epochs, n_train=len(tr), n_test=len(te), profile=F.profile(), seed=a.seed, batch_size=a.batch_size,
+        metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]), trainable_params=row["trainable_params"],
+        train_time_s=round(row["train_time_s"], 1), **({"lr": a.lr} if a.lr else {})))
     print(f"test accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}; trained {row['train_time_s']:.1f}s "
           f"({row['trainable_params']:,d} trainable parameters); total {time.time() - t0:.1f}s. Saved to {out}")
     return 0
@@ -198,8 +385,10 @@ def compare_main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, default=ps["n_test"] or 0, help="0 = all")
     ap.add_argument("--epochs", type=float, default=ps["epochs"])
     ap.add_argument("--max-length", type=int, default=ps["max_length"])
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help=f"0 to {_MAX_SEED}")
     a = ap.parse_args(argv)
+    _check_numbers(a)
+    if a.out: _out_dir(Path(a.out))
     strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
     if not strategies: raise ValueError("--strategies is empty; name at least one of " + ", ".join(F.STRATEGIES))
     for s in strategies: F.get_strategy(s)

@@ -704,6 +704,27 @@ def _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, l
         mod = m[0] if isinstance(m, tuple) else m
         if not isinstance(mod, torch.nn.Module): raise TypeError(f"fit: module {k!r} must be a torch.nn.Module (or (module, lr) for `modules`), got {type(m).__name__}.")
 
+# %% ../nbs/01_engine.ipynb #7930248a
+def _check_run_dir(output_dir, resume_from, save_every, save_total_limit):
+    "Refuse checkpoint settings that make no sense, and an `output_dir` holding another run's checkpoints (`fit` would replace and prune them)."
+    if save_every is not None and (not isinstance(save_every, int) or isinstance(save_every, bool) or save_every < 1):
+        raise ValueError(f"fit: save_every must be a positive number of optimizer steps (or None: no checkpoints), got {save_every!r}.")
+    if save_total_limit is not None and (not isinstance(save_total_limit, int) or isinstance(save_total_limit, bool) or save_total_limit < 1):
+        raise ValueError(f"fit: save_total_limit must be a positive number of checkpoints to keep (or None: keep all), got {save_total_limit!r}.")
+    if save_every and output_dir is None: raise ValueError("fit: save_every needs an output_dir to write checkpoints to.")
+    if not save_every or not Path(output_dir).is_dir() or not (cks := _checkpoints(Path(output_dir))): return
+    d = Path(output_dir).resolve()
+    if resume_from is not None and d in (Path(resume_from).resolve(), Path(resume_from).resolve().parent): return   # continuing that run
+    raise ValueError(f"fit: output_dir {output_dir} already holds checkpoints of another run ({', '.join(c.name for c in cks[:3])}); this run "
+                     f"would replace and prune them. Pass resume_from={str(output_dir)!r} to continue that run, or give a new output_dir "
+                     f"(ftlab deletes no checkpoint it did not write in this run: remove them yourself if they are no longer needed).")
+
+def _check_resume(st: dict, **now):
+    "Warn when a run resumes with another seed or batch size than its checkpoint (`st`) was written with."
+    diff = [f"{k}={v!r} (the checkpoint has {st[k]!r})" for k, v in now.items() if k in st and st[k] != v]
+    if diff: warnings.warn(f"fit: resuming from {st.get('path')} with {', '.join(diff)}: the data order and the steps differ from the run that wrote it, "
+                           f"so the result will not match an uninterrupted run. Pass the checkpoint's values to continue it exactly.", stacklevel=3)
+
 # %% ../nbs/01_engine.ipynb #5398a814
 def check_data(cols: dict, task: str, model=None, name: str = "training") -> None:
     "Raise a clear `ValueError` if columns `cols` (from a tokenized dataset) cannot train `model` on `task`."
@@ -805,8 +826,8 @@ def fit(model,                            # a `transformers` model or any module
         seed: int = 0,                    # seeds python/numpy/torch and the data order of every stream
         output_dir=None,                  # where checkpoints go
         save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
-        save_total_limit: int = 2,        # keep only the newest N checkpoints
-        resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint)
+        save_total_limit: int | None = 2, # keep only the newest N checkpoints (None: all)
+        resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint); needed to reuse an `output_dir` that holds checkpoints
         group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
         progress: bool = True,            # tqdm progress bar
         plot: bool | None = None,         # live plot (default: in notebooks)
@@ -818,7 +839,7 @@ def fit(model,                            # a `transformers` model or any module
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
-    if save_every and output_dir is None: raise ValueError("fit: save_every needs an output_dir to write checkpoints to.")
+    _check_run_dir(output_dir, resume_from, save_every, save_total_limit)
     seed_everything(seed)
     acc = get_accelerator(mixed_precision)
     collate = collate_fn or Collator(tokenizer)
@@ -848,6 +869,7 @@ def fit(model,                            # a `transformers` model or any module
         if resume_from is not None:
             st = load_checkpoint(resume_from, model, opt, sched, acc, modules=extra)
             state.step, state.history, window = st["step"], st["history"], _Window(st["running"])
+            _check_resume(st, seed=seed, batch_size=batch_size, grad_accum=grad_accum)
         cbs = sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
                      key=lambda c: c.order)
         def fire(hook, *a):
@@ -866,7 +888,8 @@ def fit(model,                            # a `transformers` model or any module
             saved = window.saved()
             if not math.isfinite(saved["loss"]): diverged(saved["loss"])  # never checkpoint a diverged model
             p = Path(output_dir)/f"checkpoint-{state.step}"
-            save_checkpoint(p, model, opt, sched, dict(step=state.step, history=state.history, running=saved, seed=seed), acc, extra)
+            save_checkpoint(p, model, opt, sched, dict(step=state.step, history=state.history, running=saved, seed=seed,
+                                                            batch_size=batch_size, grad_accum=grad_accum), acc, extra)
             if acc.is_main_process and save_total_limit:
                 for c in _checkpoints(Path(output_dir))[save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
         def log():

@@ -92,6 +92,13 @@ def train_member(strategy: str,                # a name in `ftlab.finetune.STRAT
     return m.eval()
 
 # %% ../nbs/70_ensembles.ipynb #e6cf722a
+def _load_logits(f: Path) -> torch.Tensor:
+    "Cached logits, loaded as plain tensors only (`weights_only=True`): a planted pickle is refused, its code never run."
+    try: return torch.load(f, weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise ValueError(f"{f} is not a plain tensor file ({type(e).__name__}); ftlab loads cached logits with weights_only=True and "
+                         f"runs no code from a pickle. Delete the file to recompute the logits.") from None
+
 def member_logits(models,          # one model or a list of models
                   ds,              # a tokenized `Dataset`
                   tokenizer=None,
@@ -105,7 +112,7 @@ def member_logits(models,          # one model or a list of models
         d = Path(d) if d else None
         if d is not None and d.exists():
             fp = fp or fingerprint(ds); f = d / f"logits-{fp}.pt"
-            if f.exists(): out.append(torch.load(f)); continue
+            if f.exists(): out.append(_load_logits(f)); continue
             lg = predict_logits(m, ds, batch_size, tokenizer); torch.save(lg, f); out.append(lg)
         else: out.append(predict_logits(m, ds, batch_size, tokenizer))
     return torch.stack(out)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ftlab.cli import main
 
@@ -119,7 +120,7 @@ def test_out_must_not_clobber(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err and f.read_text() == "x"
     d = tmp_path / "notes"; d.mkdir(); (d / "mine.txt").write_text("keep")
     assert main(["train", "--file", str(_csv(tmp_path)), "--out", str(d)]) == 2
-    assert "holds other files" in capsys.readouterr().err and (d / "mine.txt").read_text() == "keep"
+    assert "holds files ftlab did not write" in capsys.readouterr().err and (d / "mine.txt").read_text() == "keep"
 
 
 def test_cli_exit_status_in_a_subprocess(tmp_path):
@@ -160,3 +161,205 @@ def test_python_dash_m():
     assert ok.returncode == 0 and "usage: ftlab COMMAND" in ok.stdout, (ok.returncode, ok.stdout, ok.stderr[-1000:])
     bad = subprocess.run([sys.executable, "-m", "ftlab.cli", "no-such-command"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+# --- issue 28: --out never loses the user's files ----------------------------------------------------------------------
+def _prev_output(tmp_path):
+    "An earlier `ftlab train` output (config and weights), with the user's input file and a note put beside it."
+    prev = tmp_path / "prev"; prev.mkdir()
+    (prev / "ftlab_config.json").write_text(json.dumps(dict(strategy="head"))); (prev / "model.safetensors").write_bytes(b"old")
+    (prev / "notes.txt").write_text("keep me")
+    return prev, _csv(prev)
+
+
+def _head_argv(data, out, *extra):
+    return ["train", "--file", str(data), "--out", str(out), "--strategy", "head", "--n-train", "0", "--n-test", "0",
+            "--max-length", "16", "--epochs", "1", *extra]
+
+
+def test_out_with_user_files_is_refused_without_overwrite(tmp_path, capsys):
+    prev, data = _prev_output(tmp_path)
+    assert main(_head_argv(data, prev)) == 2
+    err = capsys.readouterr().err
+    assert "holds files ftlab did not write (data.csv, notes.txt)" in err and "--overwrite" in err, err
+    assert data.exists() and (prev / "notes.txt").read_text() == "keep me" and (prev / "model.safetensors").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("via_link", [False, True])
+def test_overwrite_keeps_user_files_and_writes_through_a_symlink(tmp_path, capsys, via_link):
+    "`--overwrite` replaces only ftlab's earlier files; the input and the note stay; a symlinked --out stays a link."
+    prev, data = _prev_output(tmp_path)
+    out = prev
+    if via_link: out = tmp_path / "latest"; out.symlink_to(prev)
+    assert main(_head_argv(data, out, "--overwrite")) == 0, capsys.readouterr().err
+    assert data.exists() and (prev / "notes.txt").read_text() == "keep me"
+    assert (prev / "model.safetensors").read_bytes() != b"old"
+    cfg = json.loads((prev / "ftlab_config.json").read_text())
+    assert "ftlab_config.json" in cfg["files"] and "notes.txt" not in cfg["files"] and "data.csv" not in cfg["files"]
+    assert out.is_symlink() == via_link
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-", ".ftlab-"))]
+    assert not [p.name for p in prev.iterdir() if p.name.startswith((".old-", ".tmp-", ".ftlab-"))]
+
+
+@pytest.mark.parametrize("case", ["dangling_link", "input_is_replaced", "input_is_replaced_relative", "under_a_file"])
+def test_out_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, case):
+    data = _csv(tmp_path)
+    if case == "dangling_link":
+        out = tmp_path / "link"; out.symlink_to(tmp_path / "gone"); needle = "symlink to"
+    elif case.startswith("input_is_replaced"):
+        out, _ = _prev_output(tmp_path); data = out / "tokenizer.json"; data.write_text("{}"); needle = "one of the files"
+        if case.endswith("relative"): monkeypatch.chdir(tmp_path); out, data = Path("prev"), Path("prev/tokenizer.json")
+    else:
+        out = data / "run"; needle = "which is a file, not a directory"
+    assert main(_head_argv(data, out, "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "gone").exists() and data.exists()
+
+
+def test_out_not_writable_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    "A read-only --out fails in a second, not after training (as root, where chmod does not bite, the probe is made to fail)."
+    from ftlab import finetune as F
+    monkeypatch.setattr(F, "run_strategy", lambda *a, **k: pytest.fail("trained before checking --out"))
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(0o555)
+    if os.geteuid() == 0:
+        import ftlab.cli as cli
+        def deny(*a, **k): raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(cli.tempfile, "mkdtemp", deny)
+    try:
+        assert main(_head_argv(_csv(tmp_path), ro / "run")) == 2
+    finally: ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert "cannot be written" in err and "not writable" in err, err
+    assert not (ro / "run").exists()
+
+
+# --- issue 28: every user error is one or two lines, exit 2 -----------------------------------------------------------
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--epochs", "0", "--epochs must be a positive number"), ("--epochs", "nan", "--epochs must be a positive number"),
+    ("--lr", "0", "--lr must be a positive number"), ("--lr", "-1e-3", "--lr must be a positive number"),
+    ("--max-length", "0", "--max-length must be at least 3"), ("--max-length", "-3", "--max-length must be at least 3"),
+    ("--max-length", "100000", "--max-length 100000 is more than"),
+    ("--n-test", "-1", "--n-test must be 0 (all examples) or a positive count"), ("--n-train", "-5", "--n-train must be 0"),
+    ("--seed", "-1", "--seed must be between 0 and"), ("--seed", str(2**70), "--seed must be between 0 and"),
+    ("--batch-size", "0", "--batch-size must be a positive integer"),
+])
+def test_bad_numbers_are_refused(tmp_path, capsys, flag, value, needle):
+    err = _fails(capsys, ["train", "--file", str(_csv(tmp_path)), "--out", str(tmp_path / "run"), f"{flag}={value}"], needle)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32)),
+       n=st.integers(max_value=-1), epochs=st.floats(max_value=0) | st.just(float("inf")))
+def test_any_out_of_range_number_is_refused(tmp_path, capsys, seed, n, epochs):
+    data = tmp_path / "data.csv"
+    if not data.exists(): _csv(tmp_path)
+    for flag, v in (("--seed", seed), ("--n-test", n), ("--epochs", epochs)):
+        assert main(["train", "--file", str(data), "--out", str(tmp_path / "run"), f"{flag}={v}"]) == 2
+        assert f"{flag} must be" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arg, needle", [("--epochs=0", "--epochs must be"), ("--n-train=-5", "--n-train must be"),
+                                         ("--max-length=0", "--max-length must be"), ("--seed=-1", "--seed must be")])
+def test_compare_refuses_bad_numbers(tmp_path, capsys, arg, needle):
+    _fails(capsys, ["compare", "--strategies", "head", arg, "--out", str(tmp_path / "cmp")], needle)
+
+
+def test_compare_out_an_existing_file(tmp_path, capsys):
+    f = tmp_path / "board.csv"; f.write_text("x")
+    assert main(["compare", "--strategies", "head", "--out", str(f)]) == 2
+    assert "--out" in capsys.readouterr().err and f.read_text() == "x"
+
+
+def test_offline_hub_model_says_what_is_available(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    err = _fails(capsys, ["train", "--file", str(_csv(tmp_path)), "--model", "bert-base-uncased", "--out", str(tmp_path / "run")],
+                 "'bert-base-uncased'", "without internet", "encoder")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("exc, needle", [
+    ("diverged", "The training loss became nan"), ("overflow", "unexpected error: OverflowError"), ("oserror", "cannot write or read"),
+])
+def test_errors_during_training_are_one_message(tmp_path, capsys, monkeypatch, exc, needle):
+    "An error while training ends in its message (TrainingDiverged, an OSError) or one line naming it, never a traceback, nothing written."
+    from ftlab import finetune as F
+    from ftlab.engine import TrainingDiverged
+    def boom(*a, **k):
+        if exc == "diverged": raise TrainingDiverged("The training loss became nan at or before step 1. Try a lower learning rate.")
+        if exc == "overflow": raise OverflowError("int too big to convert")
+        raise PermissionError(13, "Permission denied", "/some/where")
+    monkeypatch.setattr(F, "run_strategy", boom)
+    argv = _head_argv(_csv(tmp_path), tmp_path / "run")
+    err = _fails(capsys, argv, needle)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert main(argv + ["--debug"]) == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("FTLAB_DEBUG", "1")
+    assert main(argv) == 2 and "Traceback" in capsys.readouterr().err
+
+
+def test_huge_lr_diverges_with_a_message(tmp_path, capsys):
+    "The real thing: --lr 1e6 makes the loss non-finite; the command prints TrainingDiverged's advice, no traceback, writes nothing."
+    err = _fails(capsys, ["train", "--file", str(_csv(tmp_path)), "--strategy", "full", "--lr", "1e6", "--n-train", "0", "--n-test", "0",
+                          "--max-length", "16", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run")], "lower learning rate")
+    assert "Traceback" not in err
+
+
+def test_head_epochs_are_used_and_recorded(tmp_path, capsys, monkeypatch):
+    "`--strategy head --epochs 3` trains 3 passes over the cached features and records 3; without --epochs it records the passes it made."
+    from ftlab import finetune as F
+    seen, real = [], F.run_strategy
+    monkeypatch.setattr(F, "run_strategy", lambda *a, **k: (seen.append(k), real(*a, **k))[1])
+    data = _csv(tmp_path)
+    argv = ["train", "--file", str(data), "--strategy", "head", "--n-train", "0", "--n-test", "0", "--max-length", "16"]
+    assert main(argv + ["--epochs", "3", "--out", str(tmp_path / "a")]) == 0, capsys.readouterr().err
+    assert seen[-1]["head_epochs"] == 3 and json.loads((tmp_path / "a" / "ftlab_config.json").read_text())["epochs"] == 3
+    assert main(argv + ["--out", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    assert "head_epochs" not in seen[-1] and json.loads((tmp_path / "b" / "ftlab_config.json").read_text())["epochs"] == 10
+
+
+# --- issue 28: labels --------------------------------------------------------------------------------------------------
+def _labels(ys): return pd.DataFrame(dict(text=[f"text number {i}" for i in range(len(ys))], label=ys))
+
+
+@pytest.mark.parametrize("label, needle", [("NaN", "the label 'NaN'"), ("nan", "a missing value"), ("null", "a missing value"),
+                                           ("label", "repeats the header")])
+def test_missing_value_words_and_header_rows_are_refused(tmp_path, capsys, label, needle):
+    ys = [y for _, y in ROWS]; texts = [t for t, _ in ROWS]
+    ys[7] = label; texts[7] = "text" if label == "label" else texts[7]
+    _fails(capsys, ["train", "--file", str(_csv(tmp_path, text=texts, label=ys)), "--out", str(tmp_path / "run")], needle, "row 7")
+
+
+def test_label_spaces_are_stripped_and_said(tmp_path, capsys):
+    from ftlab.cli import read_table, validate_labelled
+    ys = [y + (" " if i % 3 == 0 else "") for i, (_, y) in enumerate(ROWS)]
+    with pytest.warns(UserWarning, match="spaces around them"):
+        out, names = validate_labelled(read_table(_csv(tmp_path, text=[t for t, _ in ROWS], label=ys)))
+    assert names == ["neg", "pos"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["pos", "neg"]), st.text(" \t", max_size=2), st.text(" \t", max_size=2)), min_size=12, max_size=40))
+def test_any_padding_gives_the_stripped_classes(rows):
+    from ftlab.cli import validate_labelled
+    ys = [a + y + b for y, a, b in rows]
+    if len({y for y, _, _ in rows}) < 2: return
+    import warnings
+    with warnings.catch_warnings(): warnings.simplefilter("ignore"); out, names = validate_labelled(_labels(ys))
+    assert names == sorted({y for y, _, _ in rows}) and [names[i] for i in out.label] == [y for y, _, _ in rows]
+
+
+def test_id_column_as_label_is_refused(tmp_path, capsys):
+    df = pd.DataFrame(dict(id=range(len(ROWS)), text=[t for t, _ in ROWS], label=[y for _, y in ROWS]))
+    p = tmp_path / "data.csv"; df.to_csv(p, index=False)
+    _fails(capsys, ["train", "--file", str(p), "--label-col", "id", "--out", str(tmp_path / "run")],
+           f"{len(ROWS)} classes in 'id' for {len(ROWS)} rows", "--label-col")
+
+
+def test_tab_separated_csv_is_read_and_said(tmp_path):
+    from ftlab.cli import read_table, validate_labelled
+    p = tmp_path / "data.csv"; pd.DataFrame(dict(text=[t for t, _ in ROWS], label=[y for _, y in ROWS])).to_csv(p, sep="\t", index=False)
+    with pytest.warns(UserWarning, match="tab-separated"): df = read_table(p)
+    assert list(df.columns) == ["text", "label"] and validate_labelled(df)[1] == ["neg", "pos"]

@@ -47,6 +47,8 @@ def test_tokenize_warns_once_on_long_texts(tok):
     (dict(batch_size=0), "batch_size must be a positive integer"), (dict(grad_accum=0), "grad_accum"),
     (dict(epochs=0), "epochs must be a positive finite"), (dict(max_steps=0), "max_steps must be a positive"),
     (dict(task="ranking"), "task must be one of"), (dict(save_every=2), "needs an output_dir"),
+    (dict(save_every=-1), "save_every must be a positive"), (dict(save_every=0), "save_every must be a positive"),
+    (dict(save_total_limit=-1), "save_total_limit must be a positive"), (dict(save_total_limit=0), "save_total_limit must be a positive"),
 ])
 def test_fit_rejects_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -256,3 +258,76 @@ def test_token_label_alignment_any_text(tok, texts, max_length):
         it = iter(tags)                                             # words the tokenizer drops (control characters) get no
         assert all(any(k == t for t in it) for k in kept)          # label; the others keep their tag, in order
         assert set(kept) <= {0, 1, 2}
+
+
+# --- issue 28: an output_dir holding another run's checkpoints; resuming with other settings ---------------------------
+def _run(out, **kw):
+    return fit(tiny_bert(), toy_dataset(64), output_dir=out, **QUIET, **dict(dict(batch_size=8, lr=1e-3, max_steps=6, save_every=2), **kw))
+
+
+def _sums(d):
+    from ftlab.checkpoint import _sha256
+    return {str(f.relative_to(d)): _sha256(f) for f in sorted(Path(d).rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("resume_from", [None, "elsewhere"])
+def test_output_dir_with_another_runs_checkpoints_is_refused(tmp_path, resume_from):
+    "Run B in run A's output_dir would replace A's checkpoint-6 and prune its own: refused, A's files untouched."
+    out = tmp_path / "run"; _run(out)
+    before = _sums(out)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    other = None
+    if resume_from: other = tmp_path / "other"; _run(other, max_steps=2)
+    with pytest.raises(ValueError, match=r"already holds checkpoints of another run \(checkpoint-6, checkpoint-4\).*resume_from="):
+        _run(out, seed=1, max_steps=4, resume_from=other)
+    assert _sums(out) == before
+
+
+def test_resuming_the_run_in_its_output_dir_is_allowed(tmp_path):
+    out = tmp_path / "run"; _run(out, max_steps=4)
+    r = _run(out, max_steps=6, resume_from=out)
+    assert r.steps == 6 and sorted(p.name for p in out.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+
+
+@pytest.mark.parametrize("kw, needle", [(dict(seed=1), r"seed=1 \(the checkpoint has 0\)"), (dict(batch_size=16), r"batch_size=16 \(the checkpoint has 8\)")])
+def test_resuming_with_another_seed_or_batch_size_warns(tmp_path, kw, needle):
+    out = tmp_path / "run"; _run(out, max_steps=2)
+    with pytest.warns(UserWarning, match=needle):
+        _run(out, max_steps=4, resume_from=out, **kw)
+
+
+# --- issue 28: cached ensemble logits are loaded without pickle ---------------------------------------------------------
+class _Payload:
+    "Unpickling this runs `open(marker, 'w')`: what a planted cache file could do."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (open, (self.marker, "w"))
+
+
+def test_planted_pickle_in_the_logits_cache_is_refused_not_run(tmp_path, monkeypatch):
+    from ftlab import ensemble
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    monkeypatch.setenv("FTLAB_ENSEMBLE_CACHE", str(tmp_path / "ensemble-members"))
+    ds = toy_dataset(8)
+    d = ensemble.members_dir() / "planted"; d.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    torch.save(_Payload(str(marker)), d / f"logits-{ensemble.fingerprint(ds)}.pt")
+    calls, real = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (calls.append(k), real(*a, **k))[1])
+    m = tiny_bert(); m.member_info = dict(dir=str(d))
+    with pytest.raises(ValueError, match="weights_only=True"):
+        ensemble.member_logits(m, ds)
+    assert not marker.exists(), "the pickle's payload ran"
+    assert calls and all(k.get("weights_only") is True for k in calls)
+    (d / f"logits-{ensemble.fingerprint(ds)}.pt").unlink()            # logits ftlab wrote itself still load from the cache
+    first, again = ensemble.member_logits(m, ds), ensemble.member_logits(m, ds)
+    assert torch.equal(first, again) and len(calls) == 2
+
+
+def test_save_model_writes_through_a_symlink(tmp_path):
+    "A symlinked path stays a link to the new files; no stray `.old-` entry is left beside it."
+    from ftlab.checkpoint import save_model
+    target = tmp_path / "target"; target.mkdir(); (target / "config.json").write_text("{}")
+    link = tmp_path / "link"; link.symlink_to(target)
+    save_model(tiny_bert(), link)
+    assert link.is_symlink() and link.resolve() == target.resolve() and (target / "model.safetensors").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-"))] == []
