@@ -62,6 +62,10 @@ def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print(f"ftlab {cmd}: interrupted.", file=sys.stderr); return 130
+    except BrokenPipeError:   # the reader went away (`ftlab claims | head`): not an error of ours
+        try: sys.stdout = open(os.devnull, "w")
+        except OSError: pass
+        return 0
     except Exception as e:    # every error ends in a message and exit status 2; the traceback only with --debug
         if debug: traceback.print_exc()
         print(_error_line(cmd, e), file=sys.stderr); return 2
