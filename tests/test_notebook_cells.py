@@ -4,7 +4,7 @@ nbdev's docs pass (`ftlab docs`) executes, without the rest of the notebook, eve
 (and every exported or show_doc cell). A cell that imports something and also computes with names defined in other
 cells then fails the docs build with a NameError that the notebook run never shows. Keep imports in cells of their own.
 """
-import ast, json
+import ast, json, re
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ def mixed_cells(path: Path) -> list[str]:
         if c["cell_type"] != "code": continue
         src = "".join(c["source"])
         if any(l.startswith("#| export") for l in src.splitlines()): continue
+        if re.search(r"^CLAIMS\s*=\s*claims\(", src, re.M): continue   # the claims cell runs on its own by design (stats.declared_claims)
         try: tree = ast.parse(src)
         except SyntaxError: continue   # cell magics, shell lines
         # nbdev's docs pass picks the cells with an import anywhere in them, nested in a function or an `if` too
