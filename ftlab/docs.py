@@ -10,9 +10,10 @@ import argparse, json, os, posixpath, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['README_MARK', 'project_root', 'site_notebooks', 'proc_notebooks', 'sphinx_anchor', 'frontmatter', 'fix_link',
-           'fix_links', 'stage_nb', 'page_targets', 'stage_pages', 'fetch_js', 'site_url', 'build_site', 'readme_text',
-           'docs_main']
+__all__ = ['README_MARK', 'project_root', 'site_notebooks', 'import_only_cells', 'nbdev_view', 'restore_cells', 'proc_notebooks',
+           'sphinx_anchor', 'frontmatter', 'fix_link', 'fix_links', 'mask_code', 'display_math', 'escape_html',
+           'clean_outputs', 'run_block', 'stage_nb', 'page_targets', 'page_anchors', 'stage_pages', 'fetch_js',
+           'site_url', 'git_url', 'install_sources', 'build_site', 'readme_text', 'docs_main']
 
 # %% ../nbs/95_docs.ipynb #4e09439f
 def project_root(start: str | Path | None = None) -> Path:
@@ -29,9 +30,62 @@ def site_notebooks(root: str | Path) -> list[Path]:
     nbs = sorted(p.relative_to(root) for p in (root/"nbs").glob("*.ipynb") if not p.name.startswith(("_", ".")))
     return ([Path("index.ipynb")] if (root/"index.ipynb").exists() else []) + nbs
 
+# %% ../nbs/95_docs.ipynb #6c93a0da
+def _src(c) -> str: return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+
+_EVAL_DIRECTIVES = {"export", "exports", "exporti", "exec_doc"}
+
+def _directives(src: str) -> tuple[dict, list]:
+    "The leading `#| key: value` directives of a code cell's source, and the remaining lines."
+    lines, ds = src.splitlines(), {}
+    while lines and lines[0].startswith("#|"):
+        k, _, v = lines.pop(0)[2:].strip().partition(":")
+        ds[k.strip()] = v.strip()
+    return ds, lines
+
+def import_only_cells(nb: dict) -> dict:
+    """The code cells nbdev would run only because they import something: `{id: (imports-only source or None, cell)}`.
+    The source is set where the cell has other top-level code too (nbdev runs just its imports); `None` where it is imports only."""
+    import ast
+    res = {}
+    for c in nb.get("cells", []):
+        if c["cell_type"] != "code" or "id" not in c: continue
+        src = _src(c)
+        ds, body = _directives(src)
+        if ds.keys() & _EVAL_DIRECTIVES or ds.get("eval", "").lower() == "false" or "show_doc" in src: continue
+        try: tree = ast.parse("\n".join(body))
+        except SyntaxError: continue  # magics: nbdev decides on its own
+        if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): continue
+        imps = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        code = "\n".join(body)
+        heads = src.splitlines()[:len(src.splitlines()) - len(body)]  # its directives (`#| hide` must still hide it)
+        only = None if len(imps) == len(tree.body) else "\n".join(heads + [ast.get_source_segment(code, n) for n in imps])
+        res[c["id"]] = (only, c)
+    return res
+
+def nbdev_view(nb: dict) -> tuple[dict, dict]:
+    "A copy of source notebook `nb` for nbdev's processors, and the cells to restore afterwards (`restore_cells`)."
+    import copy
+    view = copy.deepcopy(nb)
+    cells = import_only_cells(view)
+    keep = {cid: copy.deepcopy(c) for cid, (_, c) in cells.items()}
+    for only, c in cells.values():
+        if only is not None: c["source"] = only
+    return view, keep
+
+def restore_cells(processed: dict, keep: dict) -> dict:
+    "`processed` with each cell of `keep` (by id) given back its source, outputs and execution count."
+    for c in processed.get("cells", []):
+        o = keep.get(c.get("id"))
+        if o is None: continue
+        c["source"], c["outputs"], c["execution_count"] = o["source"], o.get("outputs", []), o.get("execution_count")
+        c.get("metadata", {}).pop("execution", None)
+    return processed
+
 # %% ../nbs/95_docs.ipynb #cc77ac2f
 def _proc_one(args):
     "Worker: run nbdev's docs processors on one notebook (in its own process)."
+    import tempfile
     src, dst = map(Path, args)
     # A spawned worker inherits the parent's sys.argv (`ftlab docs ...`): a notebook cell that calls
     # a CLI's main() under `if __name__ == "__main__"` (nbdev runs exported cells as __main__) would
@@ -42,8 +96,14 @@ def _proc_one(args):
     from nbdev.processors import FilterDefaults
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp")
-    try: nbdev.serve_drv.main((src, tmp, FilterDefaults))
-    except BaseException as e: raise RuntimeError(f"nbdev could not process {src.name}: {type(e).__name__}: {e}") from None
+    nb, keep = nbdev_view(json.loads(src.read_text(encoding="utf-8")))
+    with tempfile.TemporaryDirectory(prefix="ftlab-docs-") as d:
+        view = Path(d)/src.name  # the same file name: nbdev derives the page's output-file from it
+        view.write_text(json.dumps(nb, indent=1, ensure_ascii=False), encoding="utf-8")
+        try: nbdev.serve_drv.main((view, tmp, FilterDefaults))
+        except BaseException as e: raise RuntimeError(f"nbdev could not process {src.name}: {type(e).__name__}: {e}") from None
+    out = restore_cells(json.loads(tmp.read_text(encoding="utf-8")), keep)
+    tmp.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(dst)
     return str(dst)
 
@@ -84,11 +144,14 @@ def frontmatter(nb: dict) -> dict:
 # %% ../nbs/95_docs.ipynb #c28d4bc3
 _re_md_link = re.compile(r"(!?\[[^\]\n]*\]\()([^)\s]+)(\))(\{[^{}\n]*\})?")
 
-def fix_link(url: str, page: str, targets: dict, doc_url: str, missing: list | None = None) -> str:
-    "`url`, found on `page` (a notebook path like `nbs/01_engine.ipynb`), rewritten for the Sphinx site."
+def fix_link(url: str, page: str, targets: dict, doc_url: str, missing: list | None = None,
+             anchors: dict | None = None) -> str | None:
+    """`url`, found on `page` (a notebook path like `nbs/01_engine.ipynb`), rewritten for the Sphinx site;
+    `None` for an API link (to `doc_url`) whose anchor is not a heading of its page in `anchors` (a private name nbdev linked)."""
     if url.startswith(("mailto:", "#")): return url
     path, _, anchor = url.partition("#")
-    if doc_url and path.rstrip("/").startswith(doc_url.rstrip("/")):
+    api = bool(doc_url) and path.rstrip("/").startswith(doc_url.rstrip("/"))
+    if api:
         rel = path[len(doc_url.rstrip("/")):].lstrip("/")
         if rel.endswith(".html.md"): rel = rel[:-3]
         key = rel or "index.html"
@@ -100,19 +163,115 @@ def fix_link(url: str, page: str, targets: dict, doc_url: str, missing: list | N
         if missing is not None: missing.append((page, url))
         return url
     new = posixpath.relpath(target, posixpath.dirname(page) or ".")
+    if api and anchor and anchors is not None and sphinx_anchor(anchor) not in anchors.get(target, ()): return None
     return new + ("#" + sphinx_anchor(anchor) if anchor else "")
 
-def fix_links(md: str, page: str, targets: dict, doc_url: str, missing: list | None = None) -> str:
-    "Every markdown link in `md` rewritten by `fix_link`, Quarto link attributes `{…}` dropped."
-    return _re_md_link.sub(lambda m: m.group(1) + fix_link(m.group(2), page, targets, doc_url, missing) + m.group(3), md)
+def fix_links(md: str, page: str, targets: dict, doc_url: str, missing: list | None = None, anchors: dict | None = None) -> str:
+    "Every markdown link in `md` rewritten by `fix_link` (an API link to no heading becomes its text), Quarto link attributes `{…}` dropped."
+    def sub(m):
+        new = fix_link(m.group(2), page, targets, doc_url, missing, anchors)
+        return m.group(1)[1:-2] if new is None else m.group(1) + new + m.group(3)
+    return _re_md_link.sub(sub, md)
+
+# %% ../nbs/95_docs.ipynb #b5d381d8
+_re_fence = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.M | re.S)
+_re_code_span = re.compile(r"(?<!`)(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
+_re_math = re.compile(r"(?<!\\)\$\$.+?(?<!\\)\$\$|(?<![\\$])\$(?![\s$]).*?[^\s\\]\$(?!\$)", re.S)
+
+def mask_code(md: str, math: bool = False) -> str:
+    "`md` with fenced code and code spans (and `$` math if `math`) blanked to NULs: same length, newlines kept."
+    for rx in (_re_fence, _re_code_span) + ((_re_math,) if math else ()):
+        md = rx.sub(lambda m: re.sub(r"[^\n]", "\0", m.group(0)), md)
+    return md
+
+_re_display = re.compile(r"(?<!\\)\$\$.+?(?<!\\)\$\$", re.S)
+_re_list_marker = re.compile(r"[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?")
+
+def display_math(md: str) -> str:
+    """Every `$$…$$` of markdown `md` in a block of its own, with blank lines around it, as MyST's dollarmath
+    needs (JupyterLab also shows display math that sits inside a paragraph; MyST reads its `$` as inline math)."""
+    pos = 0
+    while (m := _re_display.search(mask_code(md), pos)):
+        s, e = m.span()
+        ls = md.rfind("\n", 0, s) + 1                     # start of the line that opens the formula
+        le = md.find("\n", e); le = len(md) if le < 0 else le  # end of the line that closes it
+        before, after = md[ls:s], md[e:le]
+        prev_blank = ls == 0 or md[:ls - 1].rpartition("\n")[2].strip() == ""
+        next_blank = le == len(md) or md[le + 1:].partition("\n")[0].strip() == ""
+        if not before.strip() and not after.strip() and prev_blank and next_blank: pos = e; continue
+        lead = _re_list_marker.match(before).group(0) if before.strip() else before
+        indent = " " * len(lead.expandtabs(4))
+        head = md[:ls] + (before.rstrip() + "\n" if before.strip() else "") + "\n"
+        block = indent + md[s:e] + "\n\n"
+        tail = indent + after.lstrip() + md[le:] if after.strip() else md[le + 1:]
+        md = head + block + tail
+        pos = len(head) + len(block)
+    return md
+
+# %% ../nbs/95_docs.ipynb #af9c759e
+def escape_html(md: str) -> str:
+    "Markdown `md` with every `<` that would open (or close) an HTML tag escaped, outside code and math: `'layer.<i>'` stays text."
+    masked = mask_code(md, math=True)
+    return "".join("\\<" if ch == "<" and masked[i] == "<" and re.match(r"</?[A-Za-z!?]", md[i:i+3]) else ch for i, ch in enumerate(md))
+
+# %% ../nbs/95_docs.ipynb #80af5bbd
+_re_progress = re.compile(r"\d+%\|[^|\n]*\|\s*[\d.]+[kMG]?/[\d.?]+[kMG]?\s*\[")  # tqdm: ` 40%|████      | 2/5 [00:01<…`
+_re_warning = re.compile(r"^(?P<path>\S*[/\\]\S+\.py):\d+: (?P<cat>\w+): (?P<msg>.*)\n(?:(?:[ \t]+.*|)(?:\n|$))?", re.M)
+_NOISE_WARNINGS = re.compile(r"Deprecat|Future|Pandas\d+Warning")
+_BUILD_PATHS = ("site-packages", "/.venv/", "dist-packages")
+_re_html_progress = re.compile(r"(?:<div>\s*)?<progress\b[^>]*>\s*</progress>(?:[^<]*</div>)?")  # transformers' notebook callback
+
+def _clean_stderr(text: str) -> str:
+    "A stderr stream as a reader should see it: no progress bars; library and deprecation warnings dropped, others without the file path."
+    def warning(m):
+        lib = any(s in m["path"] for s in _BUILD_PATHS)
+        return "" if lib or _NOISE_WARNINGS.search(m["cat"]) else f"{m['cat']}: {m['msg']}\n"
+    text = _re_warning.sub(warning, text)
+    lines = [l.rpartition("\r")[2] for l in text.split("\n")]   # a carriage return redraws the line: keep the last state
+    return "\n".join(l for l in lines if not _re_progress.search(l))
+
+def clean_outputs(outputs: list) -> list:
+    "A code cell's outputs without build noise: progress bars (tqdm's widgets or text, HTML `<progress>`) and warnings that name build-machine files."
+    res = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and o.get("name") == "stderr":
+            text = _clean_stderr(_src({"source": o.get("text", "")}))
+            if not text.strip(): continue
+            o = {**o, "text": text}
+        elif o.get("output_type") in ("display_data", "execute_result"):
+            d = o.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in d and _re_progress.search(_src({"source": d.get("text/plain", "")})): continue
+            if "<progress" in (html := _src({"source": d.get("text/html", "")})):  # keep the training log's table, not the bar
+                if not (html := _re_html_progress.sub("", html)).strip(): continue
+                o = {**o, "data": {**d, "text/html": html}}
+        res.append(o)
+    return res
+
+# %% ../nbs/95_docs.ipynb #2a380fe0
+def run_block(page: str, git_url: str) -> str:
+    "The 'run this notebook' admonition of chapter `page` (`nbs/30_full_finetune.ipynb`): the exact commands."
+    repo = git_url.rstrip("/").removesuffix(".git")
+    name = repo.rsplit("/", 1)[-1] or "ftlab"
+    return "\n".join([
+        ":::{admonition} Run this chapter in JupyterLab", ":class: tip", "",
+        f"This page is the notebook `{page}`, run. The download button (⬇, above) gives you that notebook;",
+        "it runs inside a checkout of the lab, with the `ftlab` package installed and its assets fetched:", "",
+        "```sh",
+        f"git clone {repo}.git && cd {name}",
+        "python3 -m venv .venv && . .venv/bin/activate",
+        "pip install torch==2.13.0 -e . && ftlab fetch all",
+        f"jupyter lab {page}",
+        "```", "",
+        "Or let `bash scripts/test.sh` create the same `.venv` (it then runs every notebook and the tests),",
+        f"and open the chapter with `. .venv/bin/activate && jupyter lab {page}`.",
+        ":::"])
 
 # %% ../nbs/95_docs.ipynb #5538b8de
 _directive_tags = {("echo", "false"): "remove-input", ("output", "false"): "remove-output",
                    ("include", "false"): "remove-cell"}
 
-def _src(c) -> str: return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-
-def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | None = None) -> dict:
+def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | None = None, git_url: str = "",
+             anchors: dict | None = None) -> dict:
     "A copy of processed notebook `nb` (the page `page`) that Sphinx + myst-nb render as Quarto would."
     import copy
     nb = copy.deepcopy(nb)
@@ -127,7 +286,7 @@ def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | N
         md = c.setdefault("metadata", {})
         md.pop("execution", None)
         if c["cell_type"] == "markdown":
-            c["source"] = fix_links(src, page, targets, doc_url, missing)
+            c["source"] = display_math(fix_links(src, page, targets, doc_url, missing, anchors))
         elif c["cell_type"] == "code":
             lines, tags = src.splitlines(), set(md.get("tags", []))
             while lines and lines[0].startswith("#|"):
@@ -135,12 +294,17 @@ def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | N
                 if (t := _directive_tags.get((k.strip(), v.strip().lower()))): tags.add(t)
             c["source"] = "\n".join(lines)
             if tags: md["tags"] = sorted(tags)
-            for o in c.get("outputs", []):
+            c["outputs"] = clean_outputs(c.get("outputs", []))
+            for o in c["outputs"]:
                 d = o.get("data", {})
                 if "text/markdown" in d:  # show_doc's leading `---` would be a transition docutils rejects there
                     txt = re.sub(r"\A\s*---\s*\n", "", _src({"source": d["text/markdown"]}))
-                    d["text/markdown"] = fix_links(txt, page, targets, doc_url, missing)
+                    if "show_doc" in src: txt = escape_html(txt)  # a docstring: text, not HTML
+                    d["text/markdown"] = display_math(fix_links(txt, page, targets, doc_url, missing, anchors))
         cells.append(c)
+    if git_url and page.startswith("nbs/"):
+        at = 1 if cells and cells[0].get("id") == "ftlab-title" else 0
+        cells.insert(at, {"cell_type": "markdown", "id": "ftlab-run", "metadata": {}, "source": run_block(page, git_url)})
     nb["cells"] = cells
     nb["metadata"].pop("jupytext", None)
     nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -160,18 +324,37 @@ def page_targets(procdir: str | Path, pages: list) -> dict:
             if of: res[(p.parent/of).as_posix()] = html
     return res
 
+_re_heading = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+def page_anchors(procdir: str | Path, pages: list) -> dict:
+    "The Sphinx ids of every page's headings (markdown cells and `show_doc` output), by the page's Sphinx path."
+    procdir, res = Path(procdir), {}
+    for p in map(Path, pages):
+        f, ids = procdir/p, set()
+        if f.exists():
+            for c in json.loads(f.read_text(encoding="utf-8"))["cells"]:
+                mds = [_src(c)] if c["cell_type"] == "markdown" else [
+                    _src({"source": o["data"]["text/markdown"]}) for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+                for md in mds:
+                    for m in _re_heading.finditer(mask_code(md)):
+                        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", md[m.start(1):m.end(1)]).replace("`", "")
+                        ids.add(sphinx_anchor(text))
+        res[p.with_suffix(".html").as_posix()] = ids
+    return res
+
 def _write_if_changed(path: Path, text: str):
     if path.exists() and path.read_text(encoding="utf-8") == text: return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
-def stage_pages(procdir: str | Path, stagedir: str | Path, pages: list, doc_url: str = "", strict: bool = True) -> list:
+def stage_pages(procdir: str | Path, stagedir: str | Path, pages: list, doc_url: str = "", strict: bool = True,
+                git_url: str = "") -> list:
     "Stage the processed `pages` from `procdir` into `stagedir`; return the links to missing pages (an error if `strict`)."
     procdir, stagedir = Path(procdir), Path(stagedir)
     pages = [Path(p) for p in pages]
-    targets, missing = page_targets(procdir, pages), []
+    targets, anchors, missing = page_targets(procdir, pages), page_anchors(procdir, pages), []
     for p in pages:
-        nb = stage_nb(json.loads((procdir/p).read_text(encoding="utf-8")), p.as_posix(), targets, doc_url, missing)
+        nb = stage_nb(json.loads((procdir/p).read_text(encoding="utf-8")), p.as_posix(), targets, doc_url, missing, git_url, anchors)
         if p == Path("index.ipynb"):
             toc = "\n".join(q.with_suffix("").as_posix() for q in pages if q != p)
             nb["cells"].append({"cell_type": "markdown", "id": "ftlab-toc", "metadata": {},
@@ -231,6 +414,20 @@ def site_url(root: str | Path) -> str:
     cfg = get_config(Path(root))
     return (cfg.doc_host or "").rstrip("/") + "/" + (cfg.doc_baseurl or "").strip("/")
 
+def git_url(root: str | Path) -> str:
+    "The repository's address from nbdev's settings (`git_url`), for the run block's `git clone`."
+    from nbdev.config import get_config
+    return get_config(Path(root)).git_url or ""
+
+def install_sources(root: str | Path, out: str | Path, pages: list) -> list[Path]:
+    "Put each page's source notebook (from `root`) where the site's download button points (`out/_sources/<page>`)."
+    root, out, res = Path(root), Path(out), []
+    for p in map(Path, pages):
+        dst = out/"_sources"/p
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root/p, dst); res.append(dst)
+    return res
+
 def build_site(root: str | Path | None = None, out: str | Path | None = None, force: bool = False,
           strict: bool = True, quiet: bool = True, n_workers: int = 2) -> Path:
     "Build the docs site of the project at `root` into `out` (default `root/_build/html`); return `out`."
@@ -246,13 +443,14 @@ def build_site(root: str | Path | None = None, out: str | Path | None = None, fo
     pages = site_notebooks(root)
     proc_notebooks(root, n_workers=n_workers, force=force)
     t1 = time.time()
-    missing = stage_pages(root/"_proc", bdir/"src", pages, site_url(root), strict=strict)
+    missing = stage_pages(root/"_proc", bdir/"src", pages, site_url(root), strict=strict, git_url=git_url(root))
     for p, u in missing: print(f"ftlab docs: warning: {p} links to a missing page: {u}", file=sys.stderr)
     fetch_js(root, quiet=quiet)
     t2 = time.time()
     args = ["-W", "--keep-going", "-b", "html", "-c", str(root/"docs"), "-d", str(bdir/"doctrees"),
             str(bdir/"src"), str(out)] + (["-q"] if quiet else [])
     if (rc := build_main(args)) != 0: raise RuntimeError(f"sphinx-build failed with exit code {rc} (warnings are errors)")
+    install_sources(root, out, pages)  # the download button offers the notebook that runs, not the staged copy
     if not quiet: print(f"ftlab docs: nbdev {t1-t0:.1f}s, staging+js {t2-t1:.1f}s, sphinx {time.time()-t2:.1f}s")
     return out
 

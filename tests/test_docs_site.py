@@ -8,6 +8,7 @@ from __future__ import annotations
 import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
+from urllib.request import urlopen
 
 import pytest
 from bs4 import BeautifulSoup
@@ -208,3 +209,107 @@ def test_internal_links(site):
                     broken.append(f"{f.relative_to(site)}: {u} (no anchor)")
     print(f"\ncrawled {len(files)} pages, {n_links} internal links")
     assert n_links > 100 and not broken, "\n".join(broken[:50])
+
+# ---------------------------------------------------------------- what a reader would stop at (issue 34)
+# Each check returns the problems it found on one page (empty: none), so a failure names page and text.
+_TEX_COMMAND = re.compile(r"\\(?:frac|t?frac|operatorname|mathbb|mathbf|mathcal|mathrm|text|sum|log|exp|hat|bar|tilde|widehat|"
+                          r"sqrt|lVert|rVert|left|right|big|Big|qquad|quad|alpha|beta|theta|lambda|sigma|varepsilon|epsilon|"
+                          r"nabla|partial|mid|le|ge|ne|top|cdot|dots|ldots|in|arg|min|max|pi|phi|varphi|mu|Delta|chi|eta)\b")
+_CODE = "pre, code, script, style, mjx-container, mjx-assistive-mml, .highlight, .cell_input, .linenos, nav, .search"
+
+def prose_text(soup: BeautifulSoup) -> str:
+    "The article's rendered text outside code, typeset math and navigation: what a reader reads as prose."
+    art = BeautifulSoup(str(soup.select_one("article") or soup), "html.parser")
+    for t in art.select(_CODE): t.decompose()
+    return art.get_text(" ")
+
+def math_problems(soup: BeautifulSoup) -> list[str]:
+    "Stray `$` and unrendered TeX commands in the page's prose."
+    text = prose_text(soup)
+    ctx = lambda m: text[max(0, m.start()-40):m.end()+40].replace("\n", " ")
+    return ([f"stray $: …{ctx(m)}…" for m in re.finditer(r"\$", text)] +
+            [f"raw TeX {m.group(0)}: …{ctx(m)}…" for m in _TEX_COMMAND.finditer(text)])
+
+_INLINE = ["i", "em", "b", "strong", "u", "s", "sup", "sub", "small", "big", "tt", "font"]
+
+def leaked_tags(soup: BeautifulSoup) -> list[str]:
+    "Block content (headings, paragraphs, cells, sections) inside an inline tag: an unclosed `<i>` (or the like) leaked."
+    art = soup.select_one("article") or soup
+    return [f"<{t.name}> {t.get_text(' ', strip=True)[:60]!r} is inside <{t.find_parent(_INLINE).name}>"
+            for t in art.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "section", "div", "table", "ul", "ol"])
+            if t.find_parent(_INLINE) is not None]
+
+_BUILD_PATH = re.compile(r"/tmp/ipykernel|site-packages|dist-packages|\.venv/|\S+\.py:\d+: \w+Warning")
+_PROGRESS = re.compile(r"\d+%\|[^|\n]*\|\s*[\d.]+[kMG]?/[\d.?]+[kMG]?\s*\[")
+
+def output_noise(soup: BeautifulSoup) -> list[str]:
+    "Build-machine paths, warnings with a file path, and frozen progress bars (text or widget) in the page's cell outputs."
+    res = []
+    for o in soup.select(".cell_output"):
+        text = o.get_text(" ")
+        res += [f"build path: …{text[max(0, m.start()-60):m.end()+40]!r}…" for m in _BUILD_PATH.finditer(text)]
+        res += [f"progress bar: {text[max(0, m.start()-40):m.end()+20]!r}" for m in _PROGRESS.finditer(text)]
+        res += [f"progress widget: {w.get_text(' ', strip=True)[:60]!r}" for w in o.select(".widget-progress, .widget-hprogress, progress")]
+    return res
+
+def download_link(soup: BeautifulSoup) -> str | None:
+    "The href of the page's 'download .ipynb' button."
+    a = soup.select_one('a[href$=".ipynb"][href*="_sources/"]')
+    return a["href"] if a else None
+
+def nb_cells(nb: dict) -> list[tuple[str, str]]:
+    return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in nb["cells"]]
+
+def test_math_renders_everywhere(site, dom):
+    "No page shows a stray `$` or a TeX command outside code: every formula was typeset (display math in a paragraph included)."
+    bad = {p: m[:5] for p in pages(site) if (m := math_problems(dom(p)))}
+    assert not bad, json.dumps(bad, indent=1, ensure_ascii=False)
+
+def test_math_check_can_fail():
+    "The check finds what the broken pages showed: run-together `$`, raw `\\operatorname`."
+    soup = BeautifulSoup('<article><p>by $ <span class="math">x</span> with $\\operatorname{median}</p>'
+                         '<pre>cost = "$5"</pre><p>fine</p></article>', "html.parser")
+    found = math_problems(soup)
+    assert len([f for f in found if f.startswith("stray")]) == 2 and any("operatorname" in f for f in found), found
+
+def test_no_leaked_inline_tags(site, dom):
+    "No page has headings, paragraphs or cells inside an <i>/<em>/<b>…: an unclosed tag from a docstring leaks into the rest of the page."
+    bad = {p: t[:5] for p in pages(site) if (t := leaked_tags(dom(p)))}
+    assert not bad, json.dumps(bad, indent=1, ensure_ascii=False)
+    if (site/"nbs/30_full_finetune.html").exists():  # the page where 'layer.<i>' in block_of's docstring did it
+        soup = dom("nbs/30_full_finetune.html")
+        assert "layer.<i>" in soup.select_one("article").get_text(), "block_of's docstring lost its text"
+
+def test_leaked_tag_check_can_fail():
+    "Chromium's DOM for a docstring's unclosed `<i>`: the browser reopens the <i> around everything after it."
+    soup = BeautifulSoup("<article><p><em>The block 'layer.<i>'</i></em></p><i><section><h2>Next</h2><p>text</p></section></i></article>",
+                         "html.parser")
+    assert len(leaked_tags(soup)) == 3, leaked_tags(soup)
+
+def test_no_build_noise_in_outputs(site, dom):
+    "No cell output shows the build machine's paths (`/tmp/ipykernel_…`, `site-packages`, `.venv/`) or a frozen progress bar."
+    bad = {p: n[:5] for p in pages(site) if (n := output_noise(dom(p)))}
+    assert not bad, json.dumps(bad, indent=1, ensure_ascii=False)
+
+def test_noise_check_can_fail():
+    soup = BeautifulSoup('<div class="cell_output"><pre>/work/.venv/lib/python3.11/site-packages/x.py:3: FutureWarning: old</pre>'
+                         '<pre>Map: 100%|##########| 512/512 [00:00&lt;00:00, 9000.0 examples/s]</pre></div>', "html.parser")
+    found = output_noise(soup)
+    assert {f.split(":")[0] for f in found} == {"build path", "progress bar"}, found
+
+def test_download_is_the_source_notebook(site, dom, server):
+    "Every page's download button serves its source notebook (the one that runs), and every chapter says how to run it."
+    for nb_path in site_notebooks(ROOT):
+        page = nb_path.with_suffix(".html").as_posix()
+        soup = dom(page)
+        href = download_link(soup)
+        assert href, f"{page}: no .ipynb download button"
+        with urlopen(urljoin(server.url + page, href), timeout=30) as r: served = json.loads(r.read().decode("utf-8"))
+        source = json.loads((ROOT/nb_path).read_text(encoding="utf-8"))
+        assert nb_cells(served) == nb_cells(source), f"{page}: the download ({href}) is not {nb_path}"
+        if nb_path.parts[0] == "nbs":
+            block = next((a for a in soup.select("article .admonition") if "Run this chapter" in a.get_text()), None)
+            assert block is not None, f"{page}: no 'Run this chapter in JupyterLab' block"
+            cmds = block.select_one("pre").get_text()
+            assert "git clone " in cmds and "pip install torch==2.13.0 -e ." in cmds and f"jupyter lab {nb_path.as_posix()}" in cmds, cmds
+            assert "bash scripts/test.sh" in block.get_text()
