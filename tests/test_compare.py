@@ -135,3 +135,19 @@ def test_tiers_from_known_gaps():
     assert dict(zip(lb.strategy, lb.tier)) == dict(a="best", b="worse", c="tied with the best", d="not separated")
     assert lb.p_holm.iloc[1:].notna().all() and (lb.lo <= lb.accuracy).all() and (lb.accuracy <= lb.hi).all()
     assert C.leaderboard(rows[rows.seed < 2], margin=0.02).tier.iloc[1:].eq("undetermined").all()   # 2 seeds: no interval, no tier
+
+
+def test_target_is_scored_out_of_domain(csv, tiny, tmp_path):
+    "--target: shifted data with the same classes, never trained on; a second leaderboard, refused before compute if its classes differ."
+    shifted = reviews(40, seed=3).assign(text=lambda d: d.text.str.replace("film", "phone").str.replace("actors", "battery"))
+    tp = tmp_path / "shifted.jsonl"; shifted.to_json(tp, orient="records", lines=True)
+    out = tmp_path / "o"
+    assert C.compare_main(_argv(csv, tiny, out, "--target", str(tp), strategies="majority,tfidf")) == 0
+    rows = pd.read_csv(out / "leaderboard.csv")
+    assert set(rows.dataset) == {str(csv), str(tp)} and len(rows[rows.dataset == str(tp)]) == 2 * 3 * 2
+    assert rows[(rows.dataset == str(tp)) & (rows.method == "tfidf") & (rows.metric == "accuracy")].value.mean() >= 0.8
+    assert "Out of domain" in (out / "leaderboard.md").read_text()
+    bad = tmp_path / "bad.csv"; shifted.assign(label="meh").iloc[:20].to_csv(bad, index=False)
+    bad.write_text(bad.read_text() + "a film,pos\n")
+    with pytest.raises(ValueError, match=r"classes \['meh'\]"): C.compare_main(_argv(csv, tiny, tmp_path / "o2", "--target", str(bad)))
+    assert not (tmp_path / "o2").exists()
