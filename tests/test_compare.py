@@ -52,12 +52,13 @@ def test_four_outputs_with_intervals_tiers_and_costs(done):
     assert set(REQUIRED) <= set(rows.columns) and {"train_s", "trainable_params", "peak_mem_mb", "infer_ms", "steps"} <= set(rows.columns)
     assert sorted(rows.metric.unique()) == ["accuracy", "macro_f1"] and len(rows) == 6 * 3 * 2
     assert rows.groupby(["method", "metric"]).seed.nunique().eq(3).all()           # every strategy, every seed
+    assert rows.command.str.startswith("ftlab compare --file").all() and rows.machine.notna().all() and rows.date.notna().all()
     assert (rows[rows.method.isin(["head", "lora"])].steps == 3).all()             # the common step budget
     assert rows.loc[rows.method == "majority", "trainable_params"].eq(0).all() and rows.loc[rows.method == "lora", "trainable_params"].gt(0).all()
     acc = rows[rows.metric == "accuracy"].groupby("method").value.mean()
     assert acc["tfidf"] >= 0.85 and acc["tfidf"] > acc["majority"] + 0.25         # the cue word is found; the majority rate is ~0.5
     md = (done / "leaderboard.md").read_text()
-    assert "accuracy (95% CI)" in md and "p (Holm)" in md and "3 optimizer steps" in md and "±0.02" in md
+    assert "accuracy (95% CI)" in md and "p (Holm)" in md and "3 optimizer steps" in md and "±0.02" in md and "one shared pass" in md
     line = next(l for l in md.splitlines() if "| majority" in l)
     assert "worse" in line, md                                                     # paired vs the best, Holm-corrected: shown worse
     html = (done / "report.html").read_text()
