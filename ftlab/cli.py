@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'read_table', 'validate_labelled', 'train_main', 'compare_main']
+__all__ = ['COMMANDS', 'main', 'read_table', 'validate_labelled', 'train_main']
 
 # %% ../nbs/90_cli.ipynb #5873c7c2
 COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
     "fetch":   ("ftlab.assets", "fetch_main", "fetch, verify and cache bundled models and datasets"),
     "assets":  ("ftlab.assets", "assets_main", "list bundled assets, cache state, sizes, licences"),
     "train":   ("ftlab.cli", "train_main", "fine-tune a model with one strategy and save it"),
-    "compare": ("ftlab.cli", "compare_main", "run several strategies on one dataset: leaderboard, CSV, plot"),
+    "compare": ("ftlab.compare", "compare_main", "which strategy for your data: every strategy, seeds, intervals, tiers, costs, report"),
     "record":  ("ftlab.stats", "main_record", "run a chapter's experiments in a profile and write results/<notebook>.csv"),
     "claims":  ("ftlab.stats", "claims_main", "what the book shows and how sure it is: every claim, its interval and verdict"),
     "precision": ("ftlab.engine", "precision_main", "the training precision 'auto' picks here (bf16 or fp32) and why; --probe, --clear"),
@@ -373,34 +373,6 @@ def train_main(argv=None) -> int:
         train_time_s=round(row["train_time_s"], 1), **({"lr": a.lr} if a.lr else {})))
     print(f"test accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}; trained {row['train_time_s']:.1f}s "
           f"({row['trainable_params']:,d} trainable parameters); total {time.time() - t0:.1f}s. Saved to {out}")
-    return 0
-
-# %% ../nbs/90_cli.ipynb #7cc7e586
-def compare_main(argv=None) -> int:
-    "`ftlab compare`: run several strategies on one dataset; print the leaderboard, save CSV and plot."
-    from ftlab import finetune as F
-    ps = F.profile_settings()
-    ap = argparse.ArgumentParser(prog="ftlab compare", description="Run strategies on one dataset and print a leaderboard.")
-    ap.add_argument("--dataset", default="sentiment/movie", help="bundled labelled dataset (default: sentiment/movie)")
-    ap.add_argument("--strategies", default=",".join(ps["strategies"]), help=f"comma-separated, from {', '.join(F.STRATEGIES)}")
-    ap.add_argument("--out", help="directory for leaderboard.csv and leaderboard.png")
-    ap.add_argument("--model", default="encoder")
-    ap.add_argument("--n-train", type=int, default=ps["n_train"] or 0, help="0 = all")
-    ap.add_argument("--n-test", type=int, default=ps["n_test"] or 0, help="0 = all")
-    ap.add_argument("--epochs", type=float, default=ps["epochs"])
-    ap.add_argument("--max-length", type=int, default=ps["max_length"])
-    ap.add_argument("--seed", type=int, default=0, help=f"0 to {_MAX_SEED}")
-    a = ap.parse_args(argv)
-    _check_numbers(a)
-    if a.out: _out_dir(Path(a.out))
-    strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
-    if not strategies: raise ValueError("--strategies is empty; name at least one of " + ", ".join(F.STRATEGIES))
-    for s in strategies: F.get_strategy(s)
-    df = F.compare(strategies, a.dataset, model=a.model, n_train=a.n_train or None, n_test=a.n_test or None, epochs=a.epochs,
-                 max_length=a.max_length, seed=a.seed, out=a.out, overrides=ps["overrides"], verbose=True)
-    cols = ["strategy", "accuracy", "macro_f1", "trainable_params", "trainable_pct", "train_time_s", "cpu_time_s", "peak_mem_mb", "extra_mem_mb"]
-    print(); print(df[cols].round(dict(accuracy=4, macro_f1=4, trainable_pct=3, train_time_s=1, cpu_time_s=1, peak_mem_mb=0, extra_mem_mb=0)).to_string(index=False))
-    if a.out: print(f"\nwrote {Path(a.out)/'leaderboard.csv'} and {Path(a.out)/'leaderboard.png'}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #f0815305

@@ -111,7 +111,7 @@ def test_too_few_rows(tmp_path, capsys):
 def test_unknown_strategy_and_unlabelled_dataset(tmp_path, capsys):
     _fails(capsys, ["train", "--strategy", "ful", "--out", str(tmp_path / "run")], "Unknown strategy 'ful'", "Did you mean 'full'")
     _fails(capsys, ["train", "--dataset", "news_articles", "--out", str(tmp_path / "run")], "has no column 'label'")
-    _fails(capsys, ["compare", "--strategies", "head,lorra", "--out", str(tmp_path / "cmp")], "Unknown strategy 'lorra'")
+    _fails(capsys, ["compare", "--strategies", "head,lorra", "--out", str(tmp_path / "cmp")], "unknown strategy 'lorra'", "Did you mean 'lora'")
 
 
 def test_out_must_not_clobber(tmp_path, capsys):
@@ -261,8 +261,9 @@ def test_any_out_of_range_number_is_refused(tmp_path, capsys, seed, n, epochs):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("arg, needle", [("--epochs=0", "--epochs must be"), ("--n-train=-5", "--n-train must be"),
-                                         ("--max-length=0", "--max-length must be"), ("--seed=-1", "--seed must be")])
+@pytest.mark.parametrize("arg, needle", [("--steps=0", "--steps must be"), ("--n=-5", "--n -5 is too small"),
+                                         ("--max-length=0", "--max-length must be"), ("--seeds=0", "--seeds must be"),
+                                         ("--batch-size=0", "--batch-size must be"), ("--margin=-1", "--margin")])
 def test_compare_refuses_bad_numbers(tmp_path, capsys, arg, needle):
     _fails(capsys, ["compare", "--strategies", "head", arg, "--out", str(tmp_path / "cmp")], needle)
 
