@@ -40,12 +40,18 @@ def _floats(values, name: str) -> np.ndarray:
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0: raise ValueError(f"{name} needs at least one value, got none.")
     if np.isnan(x).any(): raise ValueError(f"{name} got NaN among {x.tolist()}: leave out (and report) the runs that failed.")
+    if np.isinf(x).any(): raise ValueError(f"{name} got an infinite value among {x.tolist()}: a diverged run? leave it out and report it.")
     return x
+
+def _coverage(confidence, name: str) -> float:
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise ValueError(f"{name}: confidence is the interval's coverage, between 0 and 1 (e.g. 0.95), got {confidence!r}.")
+    return float(confidence)
 
 def mean_ci(values,                     # one number per seed (or per anything else that was repeated)
             confidence: float = 0.95):  # the interval's coverage
     "The mean of `values` and its Student-t interval at `confidence`; NaN bounds for a single value."
-    x = _floats(values, "mean_ci"); m = float(x.mean())
+    x = _floats(values, "mean_ci"); m = float(x.mean()); _coverage(confidence, "mean_ci")
     if x.size == 1: return Interval(m, np.nan, np.nan)
     sem = float(sps.sem(x))
     if sem == 0: return Interval(m, m, m)
@@ -93,7 +99,7 @@ def bootstrap_ci(scores,                      # one score per test example: 1/0 
                  seed: int = 0,               # the resampling seed: the same seed gives the same interval
                  method: str = "percentile"): # 'percentile', 'basic' or 'BCa' (see `scipy.stats.bootstrap`)
     "`statistic(scores)` and its bootstrap interval over test examples."
-    x = _floats(scores, "bootstrap_ci")
+    x = _floats(scores, "bootstrap_ci"); _coverage(confidence, "bootstrap_ci")
     if x.size < 2: raise ValueError(f"bootstrap_ci needs at least 2 scores to resample, got {x.size}.")
     with np.errstate(invalid="ignore"), _quiet():
         res = sps.bootstrap((x,), statistic, n_resamples=n_resamples, confidence_level=confidence, method=method,
@@ -147,7 +153,7 @@ def paired_bootstrap(a_correct,                # model A's per-example scores (1
                      seed: int = 0,            # the resampling seed
                      alpha: float = 0.05):     # significance level of the verdict
     "Mean difference A − B over paired examples, its percentile interval and a bootstrap p-value."
-    a, b = _paired(a_correct, b_correct); d = a - b; obs = float(d.mean())
+    a, b = _paired(a_correct, b_correct); d = a - b; obs = float(d.mean()); _coverage(confidence, "paired_bootstrap")
     if d.size < 2: raise ValueError(f"paired_bootstrap needs at least 2 paired scores, got {d.size}.")
     with np.errstate(invalid="ignore"), _quiet():
         res = sps.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
@@ -164,7 +170,7 @@ def mcnemar(a_correct,                # model A right (1/True) or wrong (0/False
             confidence: float = 0.95, # coverage of the interval of the accuracy difference
             alpha: float = 0.05):     # significance level of the verdict
     "McNemar's test of equal accuracy from the discordant pairs, with the accuracy difference A − B and its interval."
-    a, b = _paired(a_correct, b_correct, binary=True); a, b = a.astype(bool), b.astype(bool)
+    a, b = _paired(a_correct, b_correct, binary=True); a, b = a.astype(bool), b.astype(bool); _coverage(confidence, "mcnemar")
     n, a_only, b_only = a.size, int((a & ~b).sum()), int((~a & b).sum()); m = a_only + b_only
     if m == 0: p = 1.0
     elif exact: p = float(sps.binomtest(a_only, m, 0.5).pvalue)
@@ -187,7 +193,7 @@ def paired_seeds(a,                        # method A's metric per seed (a seque
             raise ValueError(f"paired_seeds needs the same seeds for A and B: only A has {sorted(set(a.index) - set(b.index))}, "
                              f"only B has {sorted(set(b.index) - set(a.index))}.")
         b = b.loc[a.index]
-    a, b = _paired(a, b); d = a - b; ci = mean_ci(d, confidence)
+    a, b = _paired(a, b); d = a - b; ci = mean_ci(d, _coverage(confidence, "paired_seeds"))
     if a.size >= 2 and np.ptp(a) == 0 and np.ptp(b) == 0:  # the seeds changed neither result (a deterministic method on
         return Comparison("paired t-test over seeds", float(d[0]), np.nan, np.nan, np.nan, a.size, unit="seeds",  # the whole
                           confidence=confidence, alpha=alpha, details={"note": "one measurement repeated"})  # pool): no test
@@ -677,6 +683,7 @@ def evaluate_claims(cs,                       # the chapter's claims (from `clai
                     confidence: float = 0.95, # the intervals' coverage
                     alpha: float = 0.05):     # the family-wise error rate Holm's correction holds across the claims
     "The ledger rows of `cs`: estimate A − B, its interval, p, Holm-adjusted p over the chapter's claims, and the verdict."
+    _coverage(confidence, "evaluate_claims"); _coverage(alpha, "evaluate_claims (alpha)")
     res = [_judge(c, rows, examples, confidence) for c in cs]
     tested = [r.get("p_tost") if c.expect == "equivalent" else r.get("p") for c, r in zip(cs, res)]
     adj = holm([np.nan if r.get("why") or p is None else p for r, p in zip(res, tested)])
