@@ -227,8 +227,8 @@ def _writable(d: Path, flag: str, out: Path):
     except OSError as e:
         raise ValueError(f"{flag} {out} cannot be written: {d} is not writable ({e.strerror}). Give a directory you can write to.") from None
 
-def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
-    "The directory to write for `--out` (a symlink's target), refused unless it can be written and holds nothing ftlab would clobber."
+def _out_dir(out: Path, flag: str = "--out") -> Path:
+    "The directory `flag` names (a symlink's target), refused if it is a file, lies under a file or cannot be written."
     if out.is_symlink():
         if not out.resolve().exists(): raise ValueError(f"{flag} {out} is a symlink to {out.resolve()}, which does not exist; create it or give another directory.")
         out = out.resolve()
@@ -236,11 +236,16 @@ def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), 
     anc = next(p for p in (out, *out.parents) if p.exists())
     if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give a directory path.")
     _writable(anc, flag, out)
-    if anc != out: return out
+    return out
+
+def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
+    "`_out_dir`, also refused if it holds files ftlab did not write (unless `overwrite`) or the input among those it would replace."
+    out = _out_dir(out, flag)
+    if not out.exists(): return out
     ours = _ftlab_files(out, config_file)
     for f in inputs:
         if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
-            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another --out.")
+            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another {flag}.")
     if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
         raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "
                          f"deletes them. Give a new or empty directory, or pass --overwrite to write beside them (they are kept).")
@@ -270,49 +275,6 @@ def _save_output(out: Path, config_file: str, save) -> Path:
         (new/config_file).write_text(json.dumps(dict(cfg, files=sorted(p.name for p in new.iterdir())), indent=2, default=str))
         _install(new, out, config_file)
     finally: shutil.rmtree(stage, ignore_errors=True)
-    return out
-
-# %% ../nbs/90_cli.ipynb #ddad8838
-_STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
-_HF_NAMES = {"config.json", "model.safetensors", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "README.md"}
-
-def _ftlab_files(out: Path, config_file: str) -> set:
-    "Names in `out` that an earlier `ftlab train` wrote (its config's `files`; older configs: the usual model and tokenizer files)."
-    if not (out/config_file).is_file(): return {p.name for p in out.glob(_STAGE + "*")}
-    try: listed = json.loads((out/config_file).read_text()).get("files")
-    except ValueError: listed = None
-    names = set(listed) if isinstance(listed, list) else _HF_NAMES | {p.name for p in out.glob("model-*.safetensors")}
-    return names | {config_file} | {p.name for p in out.glob(_STAGE + "*")}
-
-def _writable(d: Path, flag: str, out: Path):
-    "Refuse `d` (an existing directory) if a file cannot be created in it."
-    try: Path(tempfile.mkdtemp(dir=d, prefix=_STAGE)).rmdir()
-    except OSError as e:
-        raise ValueError(f"{flag} {out} cannot be written: {d} is not writable ({e.strerror}). Give a directory you can write to.") from None
-
-def _out_dir(out: Path, flag: str = "--out") -> Path:
-    "The directory `flag` names (a symlink's target), refused if it is a file, lies under a file or cannot be written."
-    if out.is_symlink():
-        if not out.resolve().exists(): raise ValueError(f"{flag} {out} is a symlink to {out.resolve()}, which does not exist; create it or give another directory.")
-        out = out.resolve()
-    if out.exists() and not out.is_dir(): raise ValueError(f"{flag} {out} is a file; give a directory.")
-    anc = next(p for p in (out, *out.parents) if p.exists())
-    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give a directory path.")
-    _writable(anc, flag, out)
-    return out
-
-def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
-    "`_out_dir`, also refused if it holds files ftlab did not write (unless `overwrite`) or the input among those it would replace."
-    out = _out_dir(out, flag)
-    if not out.exists(): return out
-    ours = _ftlab_files(out, config_file)
-    for f in inputs:
-        if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
-            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another {flag}.")
-    if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
-        raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "
-                         f"deletes them. Give a new or empty directory, or pass --overwrite to write beside them (they are kept).")
     return out
 
 # %% ../nbs/90_cli.ipynb #d65b3dca
