@@ -603,7 +603,7 @@ def hierarchical_bootstrap(a,                         # {seed: method A's per-ex
     "Mean over seeds of the mean paired gap A − B; its interval and p-values from resampling seeds, then examples within each."
     seeds = sorted(set(a) & set(b))
     if not seeds: raise ValueError(f"hierarchical_bootstrap: A and B share no seed (A has {sorted(a)}, B has {sorted(b)}).")
-    d = [_paired(a[s], b[s])[0] - _paired(a[s], b[s])[1] for s in seeds]
+    d = [np.subtract(*_paired(a[s], b[s])) for s in seeds]
     rng, S, B = np.random.default_rng(seed), len(seeds), n_resamples
     # each seed's mean gap over B resamples of its examples (paired: one draw of indices for A and B) ...
     means = np.stack([np.concatenate([x[rng.integers(0, x.size, (min(B, _batch(x.size)), x.size))].mean(1)
@@ -730,9 +730,9 @@ def update_claims(notebook,            # the chapter's notebook, e.g. 'nbs/30_fu
     "Judge the notebook's declared claims on its recorded rows and replace its rows of `results/claims.csv`; return them."
     chapter, cs = declared_claims(notebook)
     d = _results_dir(results_dir)
-    new = evaluate_claims(cs, load_recorded(chapter, d), chapter) if cs else pd.DataFrame(columns=list(CLAIM_COLUMNS))
     ex = d / f"{chapter}.examples.csv.gz"
-    if cs and ex.exists(): new = evaluate_claims(cs, load_recorded(chapter, d), chapter, examples=pd.read_csv(ex))
+    new = (evaluate_claims(cs, load_recorded(chapter, d), chapter, examples=pd.read_csv(ex) if ex.exists() else None) if cs
+           else pd.DataFrame(columns=list(CLAIM_COLUMNS)))
     old = load_claims(d); old = old[old.chapter != chapter]
     book = pd.concat([x for x in (old, new) if len(x)], ignore_index=True) if len(old) or len(new) else new
     if len(book): book = book.sort_values(["chapter"], kind="stable")

@@ -39,9 +39,8 @@ def test_ledger_is_current(nb):
     mine = LEDGER[LEDGER.chapter == chapter].reset_index(drop=True)
     cmd = UPDATE.format(nb.relative_to(ROOT))
     assert list(mine.claim) == [c.name for c in cs], f"results/claims.csv has claims {list(mine.claim)} for {chapter}, the notebook declares {[c.name for c in cs]}; run {cmd}"
-    now = evaluate_claims(cs, load_recorded(chapter, RESULTS), chapter)
     ex = RESULTS / f"{chapter}.examples.csv.gz"
-    if ex.exists(): now = evaluate_claims(cs, load_recorded(chapter, RESULTS), chapter, examples=pd.read_csv(ex))
+    now = evaluate_claims(cs, load_recorded(chapter, RESULTS), chapter, examples=pd.read_csv(ex) if ex.exists() else None)
     for col in ("estimate", "lo", "hi", "p_holm"):
         np.testing.assert_allclose(mine[col].astype(float), now[col].astype(float), rtol=1e-6, atol=1e-9, equal_nan=True,
                                    err_msg=f"{chapter}: the ledger's {col} is not what its recording gives now; run {cmd}")
