@@ -6,14 +6,15 @@ Docs: https://ftlab.github.io/ftlab/nbs/checkpoints.html.md"""
 
 # %% ../nbs/04_checkpoints.ipynb #4e15bec1
 from __future__ import annotations
-import contextlib, json, os, random, shutil, tempfile, warnings
+import contextlib, errno, json, os, random, shutil, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CheckpointError', 'verify_checkpoint', 'save_model', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint']
+__all__ = ['CheckpointError', 'verify_checkpoint', 'trust_checkpoint', 'SaveError', 'save_model', 'save_checkpoint',
+           'latest_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/04_checkpoints.ipynb #448a4b6e
 _STATE_FILE = "trainer_state.json"
@@ -42,20 +43,39 @@ def _write_checksums(d: Path):
     sums = {str(f.relative_to(d)): [_sha256(f), f.stat().st_size] for f in sorted(d.rglob("*")) if f.is_file() and f.name != _SUMS_FILE}
     (d/_SUMS_FILE).write_text(json.dumps(sums, indent=0))
 
+def _read_json(f: Path):
+    "The JSON in checkpoint file `f`; a `CheckpointError` naming the file if it cannot be parsed."
+    try: return json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{f} is not valid JSON ({e}): the checkpoint is corrupt. Resume from an earlier checkpoint.") from None
+
 def verify_checkpoint(path) -> list[str]:
-    "The problems found in checkpoint `path` (missing, truncated or altered files); empty if it is intact."
+    "The problems found in checkpoint `path` (missing, truncated or altered files, no checksums, unreadable state); empty if it is intact."
     d = Path(path); sums_file = d/_SUMS_FILE
     if not (d/"state"/_STATE_FILE).exists(): return [f"no state/{_STATE_FILE}"]
-    if not sums_file.exists(): return []          # written before checksums existed: nothing to compare against
-    try: sums = json.loads(sums_file.read_text())
-    except ValueError: return [f"{_SUMS_FILE} is not valid JSON"]
     bad = []
+    try: json.loads((d/"state"/_STATE_FILE).read_text())
+    except (ValueError, UnicodeDecodeError) as e: bad.append(f"state/{_STATE_FILE} is not valid JSON ({e})")
+    if not sums_file.exists():   # ftlab writes it with every checkpoint: without it nothing can be checked, so nothing is trusted
+        return bad + [f"{_SUMS_FILE} is missing, so its files cannot be verified (ftlab writes it with every checkpoint; "
+                      f"if you know the files are intact, trust_checkpoint({str(d)!r}) writes a new one)"]
+    try: sums = json.loads(sums_file.read_text())
+    except ValueError: return bad + [f"{_SUMS_FILE} is not valid JSON"]
     for rel, (sha, size) in sums.items():
         f = d/rel
+        if rel == f"state/{_STATE_FILE}" and bad: continue   # said above
         if not f.exists(): bad.append(f"{rel} is missing")
         elif f.stat().st_size != size: bad.append(f"{rel} has {f.stat().st_size} bytes, {size} were written")
         elif _sha256(f) != sha: bad.append(f"{rel} was altered after it was written (sha256 differs)")
     return bad
+
+def trust_checkpoint(path) -> Path:
+    "Accept checkpoint `path` as it is now: write a new `checksums.json` for its files (one whose checksums were lost). Only for files you know are intact."
+    d = Path(path)
+    if not (d/"state"/_STATE_FILE).exists(): raise CheckpointError(f"{d} is not a checkpoint (no state/{_STATE_FILE}).")
+    _read_json(d/"state"/_STATE_FILE)
+    _write_checksums(d)
+    return d
 
 # %% ../nbs/04_checkpoints.ipynb #ea3127c6
 def _rng_state() -> dict:
@@ -80,13 +100,41 @@ def _no_hf_bars():
     finally:
         if was: hf_logging.enable_progress_bar()
 
+_FULL_MARKS = ("No space left", "StorageFull", "os error 28")   # a full disk, as the OS, safetensors (Rust) and torch word it
+
+def _free_bytes(p: Path) -> int | None:
+    "Free bytes on the filesystem of `p` (or of its nearest existing parent)."
+    try: return shutil.disk_usage(next(q for q in (p, *p.parents) if q.exists())).free
+    except (OSError, StopIteration): return None
+
+class SaveError(OSError):
+    "Writing a checkpoint or a model failed (a full disk, a vanished or read-only directory); nothing half-written was left behind."
+    def __str__(self): return str(self.args[0]) if self.args else ""
+
+try: from safetensors import SafetensorError as _SafetensorError
+except ImportError: _SafetensorError = RuntimeError
+_WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)   # what a failed write raises: the OS, torch's zip writer, safetensors
+
+def _save_error(e: BaseException, final: Path, what: str, fix: str = "write it to another disk") -> SaveError:
+    "A `SaveError` for `e`, raised while writing `what` to `final`: a full disk (the errno, the message or < 64 MiB free) is said as such."
+    if isinstance(e, SaveError) and e.__cause__ is not None: e = e.__cause__   # an inner save's error, said again for the outer one
+    free = _free_bytes(Path(final))
+    full = getattr(e, "errno", None) == errno.ENOSPC or any(m in str(e) for m in _FULL_MARKS) or (free is not None and free < 64 * 2**20)
+    why = (f"the disk is full ({free / 2**20:.1f} MiB free)" if full and free is not None and free < 2**30 else "the disk is full" if full
+           else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}")
+    err = SaveError(f"Could not write {what} to {final}: {why}. Nothing half-written was left behind. "
+                    f"{'Free some space or ' if full else 'Check that the directory exists and is writable, or '}{fix}, and run it again.")
+    err.errno, err.filename = (errno.ENOSPC if full else getattr(e, "errno", None)), str(final)
+    return err
+
 def save_model(model, path, tokenizer=None):
     "Write `model` (and `tokenizer`) to directory `path` as safetensors; atomically replaces an existing directory (a symlink's target)."
     path = Path(path)
     if path.is_symlink(): path = path.resolve()   # write through the link: swapping it for a directory would strand an `.old-` link
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
         if hasattr(model, "save_pretrained"):
             with _no_hf_bars(): model.save_pretrained(tmp)
         else:
@@ -95,8 +143,12 @@ def save_model(model, path, tokenizer=None):
         if tokenizer is not None: tokenizer.save_pretrained(tmp)
         _fsync_tree(tmp)
         _replace_dir(tmp, path)
+    except _WRITE_ERRORS as e:
+        err = _save_error(e, path, "the model")   # measured before the partial files are deleted
+        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+        raise err from e
     finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None and tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 def _replace_dir(tmp: Path, final: Path):
@@ -121,28 +173,38 @@ def save_checkpoint(path,                 # the checkpoint directory to write (r
                     state: dict,          # the loop's counters and history (JSON)
                     accelerator=None,
                     modules: dict | None = None):  # extra trainable modules, by name, saved under `modules/<name>`
-    "Atomically write a resumable checkpoint of model, extra modules, optimizer, scheduler, RNG and loop `state` to `path`."
+    "Atomically write a resumable checkpoint of model, extra modules, optimizer, scheduler, RNG and loop `state` to `path`; a failed write (a full disk) leaves nothing behind."
     path = Path(path)
     acc = accelerator
     main = acc is None or acc.is_main_process
     rank = acc.process_index if acc else 0
     tmp = path.with_name(f".tmp-{path.name}")
-    if main:
-        if tmp.exists(): shutil.rmtree(tmp)
-        (tmp/"state").mkdir(parents=True)
-    if acc: acc.wait_for_everyone()
-    (tmp/"state"/f"rng_{rank}.json").write_text(json.dumps(_rng_state()))
-    if acc: acc.wait_for_everyone()
-    if main:
-        unwrap = acc.unwrap_model if acc else (lambda m: m)
-        _save_weights(unwrap(model), tmp/"model")
-        for name, m in (modules or {}).items(): _save_weights(unwrap(m), tmp/"modules"/name)
-        torch.save(optimizer.state_dict(), tmp/"state"/"optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp/"state"/"scheduler.pt")
-        (tmp/"state"/_STATE_FILE).write_text(json.dumps(state, default=float))
-        _write_checksums(tmp)
-        _fsync_tree(tmp)
-        _replace_dir(tmp, path)
+    try:
+        if main:
+            if tmp.exists(): shutil.rmtree(tmp)
+            (tmp/"state").mkdir(parents=True)
+        if acc: acc.wait_for_everyone()
+        (tmp/"state"/f"rng_{rank}.json").write_text(json.dumps(_rng_state()))
+        if acc: acc.wait_for_everyone()
+        if main:
+            unwrap = acc.unwrap_model if acc else (lambda m: m)
+            _save_weights(unwrap(model), tmp/"model")
+            for name, m in (modules or {}).items(): _save_weights(unwrap(m), tmp/"modules"/name)
+            torch.save(optimizer.state_dict(), tmp/"state"/"optimizer.pt")
+            torch.save(scheduler.state_dict(), tmp/"state"/"scheduler.pt")
+            (tmp/"state"/_STATE_FILE).write_text(json.dumps(state, default=float))
+            _write_checksums(tmp)
+            _fsync_tree(tmp)
+            _replace_dir(tmp, path)
+    except BaseException as e:   # a full disk, a kill signal turned exception, Ctrl-C: no half-written `.tmp-` directory stays behind
+        err = _save_error(e, path, f"the checkpoint {path.name}", "give fit an output_dir on another disk") \
+            if isinstance(e, _WRITE_ERRORS) and not isinstance(e, SaveError) else None
+        if main: shutil.rmtree(tmp, ignore_errors=True)
+        if err is None: raise
+        prev = latest_checkpoint(path.parent) if path.parent.is_dir() else None
+        if prev is not None and prev != path: err.args = (f"{err.args[0]} The newest complete checkpoint, {prev}, is untouched: "
+                                                          f"fit(..., resume_from={str(path.parent)!r}) continues from it.",)
+        raise err from e
     if acc: acc.wait_for_everyone()
     return path
 
@@ -185,7 +247,9 @@ def _checkpoints(d: Path) -> list[Path]:
     "Complete checkpoints in `d`, newest first (`d` itself if it is one)."
     if (d/"state"/_STATE_FILE).exists(): return [d]
     cks = [p for p in d.glob("checkpoint-*") if (p/"state"/_STATE_FILE).exists() and p.name.split("-")[-1].isdigit()]
-    return sorted(cks, key=lambda p: -int(p.name.split("-")[-1]))
+    return sorted(cks, key=lambda p: -_step(p))
+
+def _step(p: Path) -> int: return int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1
 
 def latest_checkpoint(output_dir, valid: bool = False) -> Path | None:
     "The newest complete checkpoint (`checkpoint-<step>`) in `output_dir` (the newest intact one if `valid`), or None."
@@ -193,8 +257,13 @@ def latest_checkpoint(output_dir, valid: bool = False) -> Path | None:
         if not valid or not verify_checkpoint(ck): return ck
     return None
 
+def _unusable(ck: Path) -> str:
+    "How a checkpoint that fails `verify_checkpoint` is described: corrupt, or (checksums lost, files fine as far as can be seen) unverifiable."
+    probs = verify_checkpoint(ck)
+    return "cannot be verified" if len(probs) == 1 and probs[0].startswith(f"{_SUMS_FILE} is missing") else "is corrupt"
+
 def load_checkpoint(path, model, optimizer=None, scheduler=None, accelerator=None, modules: dict | None = None) -> dict:
-    "Restore model, extra modules, optimizer, scheduler and this process's RNG from checkpoint `path`; returns the loop state."
+    "Restore model, extra modules, optimizer, scheduler and this process's RNG from checkpoint `path` (an `output_dir`: its newest intact one); returns the loop state."
     p = Path(path)
     cks = _checkpoints(p) if p.exists() else []
     if not cks:
@@ -202,11 +271,14 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, accelerator=Non
                                 f"Pass the output_dir of an earlier fit(..., save_every=N) run.")
     ck = next((c for c in cks if not verify_checkpoint(c)), None)
     if ck is None:
-        raise CheckpointError(f"Checkpoint {cks[0]} is corrupt: {'; '.join(verify_checkpoint(cks[0])[:3])}. "
-                              + ("No intact checkpoint is left; start the run again." if len(cks) > 1 or cks[0] != p else
-                                 "Pass the run's output_dir to resume from the newest intact checkpoint, or start again."))
+        others = [c for c in _checkpoints(p.parent) if c != p] if cks == [p] and p.name.startswith("checkpoint-") else []
+        prev = next((c for c in sorted(others, key=lambda c: (_step(c) > _step(p), -_step(c))) if not verify_checkpoint(c)), None)
+        raise CheckpointError(f"Checkpoint {cks[0]} {_unusable(cks[0])}: {'; '.join(verify_checkpoint(cks[0])[:3])}. "
+                              + (f"The {'previous' if _step(prev) < _step(p) else 'nearest'} intact checkpoint is {prev}: resume from it "
+                                 f"(resume_from={str(prev)!r}; the run's output_dir {str(p.parent)!r} picks the newest intact one)." if prev else
+                                 "No intact checkpoint is left; start the run again."))
     if ck != cks[0]:
-        warnings.warn(f"Checkpoint {cks[0]} is corrupt ({'; '.join(verify_checkpoint(cks[0])[:2])}); resuming from the newest intact "
+        warnings.warn(f"Checkpoint {cks[0]} {_unusable(cks[0])} ({'; '.join(verify_checkpoint(cks[0])[:2])}); resuming from the newest intact "
                       f"one, {ck}.", stacklevel=2)
     unwrap = accelerator.unwrap_model if accelerator else (lambda m: m)
     _load_weights(unwrap(model), ck/"model")
@@ -223,6 +295,6 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, accelerator=Non
     if scheduler is not None: scheduler.load_state_dict(torch.load(ck/"state"/"scheduler.pt", weights_only=True))
     rank = accelerator.process_index if accelerator else 0
     rng = ck/"state"/f"rng_{rank}.json"
-    if rng.exists(): _set_rng_state(json.loads(rng.read_text()))
-    st = json.loads((ck/"state"/_STATE_FILE).read_text()); st["path"] = str(ck)
+    if rng.exists(): _set_rng_state(_read_json(rng))
+    st = _read_json(ck/"state"/_STATE_FILE); st["path"] = str(ck)
     return st

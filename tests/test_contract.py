@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ftlab.engine import Callback, CheckpointError, Stream, default_loss, fit, latest_checkpoint, verify_checkpoint
+from ftlab.checkpoint import trust_checkpoint
 from ftlab.testing import tiny_bert, toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,16 +150,20 @@ def test_corrupt_and_foreign_checkpoints_get_clear_errors(tmp_path):
     w = tmp_path / "checkpoint-8" / "model" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:100])                                 # truncated, as a full disk leaves it
     assert verify_checkpoint(tmp_path / "checkpoint-8")
-    with pytest.raises(CheckpointError, match="checkpoint-8 is corrupt"):
+    with pytest.raises(CheckpointError, match="checkpoint-8 is corrupt.*The previous intact checkpoint is .*checkpoint-4"):
         fit(tiny_bert(), toy_dataset(128), max_steps=9, resume_from=tmp_path / "checkpoint-8", **q)
     with pytest.warns(UserWarning, match="newest intact one"):
         r = fit(tiny_bert(), toy_dataset(128), max_steps=9, resume_from=tmp_path, **q)
     assert r.steps == 9
     with pytest.raises(CheckpointError, match="written by another model"):
         fit(tiny_bert(num_labels=3), toy_dataset(128), max_steps=9, resume_from=tmp_path / "checkpoint-4", **q)
-    # without checksums (an older checkpoint), a damaged weights file still gets ftlab's message, not safetensors' raw one
+    # without checksums a checkpoint cannot be verified, so it is refused (issue 28: verification never turns itself off) ...
     (tmp_path / "checkpoint-4" / "checksums.json").unlink()
     (tmp_path / "checkpoint-4" / "model" / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match="checkpoint-4 cannot be verified: checksums.json is missing.*trust_checkpoint"):
+        fit(tiny_bert(), toy_dataset(128), max_steps=9, resume_from=tmp_path / "checkpoint-4", **q)
+    # ... and once trusted on purpose, a damaged weights file still gets ftlab's message, not safetensors' raw one
+    trust_checkpoint(tmp_path / "checkpoint-4")
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         fit(tiny_bert(), toy_dataset(128), max_steps=9, resume_from=tmp_path / "checkpoint-4", **q)
 

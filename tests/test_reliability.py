@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from ftlab.assets import AssetError, ASSETS, asset_dir, ftlab_home, load_data, load_encoder, model_path
 from ftlab.engine import (Collator, check_data, epoch_batches, evaluate, fit, latest_checkpoint, load_checkpoint,
                           tokenize)
+from ftlab.checkpoint import CheckpointError
 from ftlab.testing import tiny_bert, toy_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,3 +332,85 @@ def test_save_model_writes_through_a_symlink(tmp_path):
     save_model(tiny_bert(), link)
     assert link.is_symlink() and link.resolve() == target.resolve() and (target / "model.safetensors").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".old-", ".tmp-"))] == []
+
+
+# --- issue 28: evaluation on nothing, unverifiable or corrupt checkpoints, a full disk ----------------------------------
+def test_resume_from_an_unverifiable_or_corrupt_checkpoint_names_it_and_the_previous_intact_one(tmp_path):
+    "No checksums.json: refused (verification never turns itself off); a corrupt trainer_state.json: named, not a JSONDecodeError."
+    out = tmp_path / "run"; _run(out, save_total_limit=None)                       # checkpoints 2, 4, 6
+    (out / "checkpoint-6" / "checksums.json").unlink()
+    (out / "checkpoint-4" / "state" / "trainer_state.json").write_text('{"step": 4, "hist')
+    with pytest.raises(CheckpointError, match=r"checkpoint-6 cannot be verified: checksums.json is missing.*"
+                                              r"The previous intact checkpoint is .*checkpoint-2"):
+        _run(out, max_steps=8, resume_from=out / "checkpoint-6")
+    with pytest.raises(CheckpointError, match=r"checkpoint-4 is corrupt: state/trainer_state.json is not valid JSON.*"
+                                              r"The previous intact checkpoint is .*checkpoint-2"):
+        _run(out, max_steps=8, resume_from=out / "checkpoint-4")
+    (out / "checkpoint-4" / "checksums.json").unlink()                             # both faults at once: the JSON still named
+    with pytest.raises(CheckpointError, match="trainer_state.json is not valid JSON"):
+        _run(out, max_steps=8, resume_from=out / "checkpoint-4")
+    with pytest.warns(UserWarning, match=r"checkpoint-6 cannot be verified.*resuming from the newest intact one, .*checkpoint-2"):
+        r = _run(out, max_steps=8, resume_from=out)                                # the run's directory: the newest intact one
+    assert r.steps == 8
+    lone = tmp_path / "lone"; _run(lone, max_steps=2)                                 # its only checkpoint unverifiable: said so
+    (lone / "checkpoint-2" / "checksums.json").unlink()
+    with pytest.raises(CheckpointError, match="No intact checkpoint is left"): load_checkpoint(lone / "checkpoint-2", tiny_bert())
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=64) | st.text(max_size=40).map(str.encode), with_sums=st.booleans())
+def test_any_damage_to_trainer_state_is_a_checkpoint_error(tmp_path, data, with_sums):
+    "Whatever bytes trainer_state.json holds, with or without checksums, loading ends in CheckpointError (never JSONDecodeError)."
+    from ftlab.checkpoint import CheckpointError, save_checkpoint
+    m = tiny_bert(); opt = torch.optim.AdamW(m.parameters()); sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+    ck = save_checkpoint(tmp_path / f"ck-{os.urandom(4).hex()}" / "checkpoint-3", m, opt, sch, dict(step=3, history=[]))
+    state = ck / "state" / "trainer_state.json"
+    if data == state.read_bytes(): return
+    state.write_bytes(data)
+    if not with_sums: (ck / "checksums.json").unlink()
+    with pytest.raises(CheckpointError, match="checkpoint-3 (is corrupt|cannot be verified)") as e:
+        load_checkpoint(ck, tiny_bert())
+    try: json.loads(data)
+    except ValueError: assert "state/trainer_state.json is not valid JSON" in str(e.value)
+
+
+@pytest.mark.parametrize("fault", ["enospc", "safetensors", "torch_zip"])
+def test_full_disk_while_checkpointing_leaves_nothing_and_says_so(tmp_path, monkeypatch, fault):
+    "A write that fails at checkpoint-4 (as a full disk fails it) leaves no .tmp-checkpoint-4, names checkpoint-2, and resuming works."
+    import errno
+    import ftlab.checkpoint as C
+    from safetensors import SafetensorError
+    out = tmp_path / "run"
+    real_save, real_weights, calls = torch.save, C._save_weights, []
+    def failing(real, exc):
+        def f(*a, **k):
+            calls.append(1)
+            if len(calls) > 2: raise exc          # the first checkpoint's two writes succeed
+            return real(*a, **k)
+        return f
+    if fault == "enospc": monkeypatch.setattr(torch, "save", failing(real_save, OSError(errno.ENOSPC, "No space left on device")))
+    elif fault == "safetensors":
+        calls.append(1)                            # one _save_weights call per checkpoint
+        monkeypatch.setattr(C, "_save_weights", failing(real_weights, SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")))
+    else:
+        monkeypatch.setattr(torch, "save", failing(real_save, RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 137664 vs 137556")))
+        monkeypatch.setattr(C, "_free_bytes", lambda p: 12_000)   # what a full disk shows
+    with pytest.raises(C.SaveError, match=r"Could not write the checkpoint checkpoint-4 .*: the disk is full.*Nothing half-written.*"
+                                          r"The newest complete checkpoint, .*checkpoint-2, is untouched") as e:
+        _run(out, max_steps=6, save_every=2)
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2"]
+    monkeypatch.undo()
+    assert _run(out, max_steps=6, resume_from=out).steps == 6
+
+
+def test_full_disk_while_saving_a_model(tmp_path, monkeypatch):
+    "save_model: a failed write leaves neither the temporary directory nor a half-replaced model, and says the disk is full."
+    import errno
+    from ftlab.checkpoint import SaveError, save_model
+    m = tiny_bert(); save_model(m, tmp_path / "model"); before = _sums(tmp_path / "model")
+    def full(*a, **k): raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(m, "save_pretrained", full)
+    with pytest.raises(SaveError, match="Could not write the model to .*model: the disk is full"):
+        save_model(m, tmp_path / "model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and _sums(tmp_path / "model") == before
