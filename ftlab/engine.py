@@ -352,6 +352,12 @@ def _default_predict(task):
         raise ValueError(f"No default prediction for task {task!r}.")
     return predict
 
+def _check_eval(ds, who: str, fix: str = ""):
+    "Refuse an empty evaluation set: every metric of it would be NaN (a perplexity 1), which reads as a result."
+    n = len(ds) if hasattr(ds, "column_names") else len(next(iter(ds.values()), ())) if isinstance(ds, dict) else len(ds)
+    if n == 0: raise ValueError(f"{who}: the evaluation dataset is empty (0 rows), so every metric would be NaN. Check the split or the filter "
+                                f"that produced it (a test subset of size 0, a filter that matched nothing){fix}.")
+
 def evaluate(model,                         # the model to measure
              ds,                            # a tokenized `Dataset` with `labels` (for unlabelled data see `predict_logits`)
              task: str = "classification",  # one of `TASKS`: picks predictions and metrics (table above)
@@ -363,6 +369,7 @@ def evaluate(model,                         # the model to measure
              accelerator=None) -> dict:     # several processes: each takes its share, results are gathered
     "Metrics of `model` on dataset `ds` for `task` (see the table above), plus the mean `loss`."
     if task not in TASKS and predict_fn is None: raise ValueError(f"task must be one of {TASKS} (or pass predict_fn), got {task!r}.")
+    _check_eval(ds, "evaluate")
     if predict_fn is None and task != "lm" and "labels" not in ds.column_names:
         raise ValueError(f"evaluate: the data has no labels column (it has {ds.column_names}); to get predictions for "
                          f"unlabelled data use predict_logits(model, ds).")
@@ -846,6 +853,7 @@ def fit(model,                            # a `transformers` model or any module
     cols = columns(train_ds); lens = lengths(cols)
     check_data(cols, task, model)
     if eval_ds is not None:
+        _check_eval(eval_ds, "fit", ", or pass eval_ds=None to train without evaluating")
         ev = columns(eval_ds); check_data(ev, task, model, "evaluation")
         if task == "classification" and "labels" in ev and "labels" in cols and (unseen := set(ev["labels"]) - set(cols["labels"])):
             warnings.warn(f"The evaluation data has classes never seen in training: {sorted(unseen)}; the model cannot predict them correctly.", stacklevel=2)

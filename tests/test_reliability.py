@@ -335,6 +335,16 @@ def test_save_model_writes_through_a_symlink(tmp_path):
 
 
 # --- issue 28: evaluation on nothing, unverifiable or corrupt checkpoints, a full disk ----------------------------------
+def test_evaluate_and_fit_refuse_an_empty_evaluation_set():
+    "An empty evaluation set would give NaN metrics (a perplexity of 1) that read as results: refused, naming the fix."
+    empty = toy_dataset(8).select([])
+    for task in ("classification", "lm"):
+        with pytest.raises(ValueError, match=r"evaluate: the evaluation dataset is empty \(0 rows\).*Check the split"):
+            evaluate(tiny_bert(), empty, task=task)
+    with pytest.raises(ValueError, match="fit: the evaluation dataset is empty.*eval_ds=None"):
+        fit(tiny_bert(), toy_dataset(32), empty, max_steps=1, **QUIET)
+
+
 def test_resume_from_an_unverifiable_or_corrupt_checkpoint_names_it_and_the_previous_intact_one(tmp_path):
     "No checksums.json: refused (verification never turns itself off); a corrupt trainer_state.json: named, not a JSONDecodeError."
     out = tmp_path / "run"; _run(out, save_total_limit=None)                       # checkpoints 2, 4, 6
