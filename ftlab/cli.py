@@ -6,7 +6,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #8e20e8b3
 from __future__ import annotations
-import argparse, importlib, json, math, os, shutil, sys, tempfile, time, traceback, warnings
+import argparse, errno, importlib, json, math, os, shutil, sys, tempfile, time, traceback, warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,12 @@ def _usage() -> str:
 def _error_line(cmd: str, e: BaseException) -> str:
     "The one line `ftlab cmd` prints for error `e`: the message of a user error, the type too for anything else."
     from ftlab.assets import AssetError
+    from ftlab.checkpoint import SaveError
     from ftlab.engine import TrainingDiverged
-    if isinstance(e, (AssetError, ValueError, FileNotFoundError, TrainingDiverged)): return f"ftlab {cmd}: error: {e}"
+    if isinstance(e, (AssetError, ValueError, FileNotFoundError, TrainingDiverged, SaveError)): return f"ftlab {cmd}: error: {e}"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return (f"ftlab {cmd}: error: the disk is full{f' (writing {e.filename})' if e.filename else ''}. "
+                f"Free some space or write to another disk, and run it again.")
     if isinstance(e, OSError) and e.filename is not None:   # permission denied, not a directory, disk full, ...
         return f"ftlab {cmd}: error: cannot write or read {e.filename}: {e.strerror}. Check the path and its permissions."
     return (f"ftlab {cmd}: unexpected error: {type(e).__name__}: {e}\n"
@@ -184,13 +188,31 @@ def _check_numbers(a):
     if not 0 <= a.seed <= _MAX_SEED: bad("--seed", a.seed, f"between 0 and {_MAX_SEED:,d} (the range numpy and torch accept)")
 
 # %% ../nbs/90_cli.ipynb #d3a8e7be
+def _rows_needed(k: int) -> int:
+    "The fewest rows, spread evenly over `k` classes, that `stratified_split` turns into train, validation and test sets."
+    from ftlab.assets import SPLIT_FRACTIONS, stratified_split
+    n = max(3 * k, int(0.9 * k / min(SPLIT_FRACTIONS.values())))   # just under what the smallest share needs: the loop finds the rest
+    while True:
+        try: stratified_split(pd.DataFrame(dict(label=[i % k for i in range(n)])), seed=0); return n
+        except ValueError: n += k
+
+def _split(df: pd.DataFrame, names: list, source: str) -> dict:
+    "`stratified_split` of validated rows; too few examples per class for three splits is said in ftlab's words, not scikit-learn's."
+    from ftlab.assets import stratified_split
+    try: return stratified_split(df, seed=0)
+    except ValueError:
+        counts = df.label.value_counts(); k, need = len(counts), _rows_needed(len(counts))
+        raise ValueError(f"{source} has too few examples per class to split it into train, validation and test sets that each hold every class: "
+                         f"{len(df)} rows in {k} classes, the smallest ({names[counts.idxmin()]!r}) with {counts.min()}. With {k} classes it needs at "
+                         f"least {need} rows (evenly spread: {need // k} per class) and no class with fewer than 3: add examples, or merge or drop the rare classes.") from None
+
 def _load_source(a):
     "The labelled data of the `ftlab train` arguments as (DatasetDict, label names, description); validates everything."
     import datasets
     from ftlab.assets import load_data, stratified_split   # the command's heavy imports happen when it runs
     if a.file:
         df, names = validate_labelled(read_table(Path(a.file)), a.text_col, a.label_col, source=a.file)
-        splits = stratified_split(df, seed=0)
+        splits = _split(df, names, a.file)
         dd = datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in splits.items()})
         return dd, names, a.file
     name = a.dataset or "sentiment/movie"
@@ -206,7 +228,7 @@ def _load_source(a):
             if a.text_col != "text" or a.label_col != "label" else dd, list(feats.names), name
     frames = {k: v.to_pandas() for k, v in dd.items()}
     full, names = validate_labelled(pd.concat(frames.values(), ignore_index=True), a.text_col, a.label_col, source=name)
-    return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in stratified_split(full, seed=0).items()}), names, name
+    return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in _split(full, names, name).items()}), names, name
 
 # %% ../nbs/90_cli.ipynb #2a69cefe
 _STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
@@ -266,25 +288,54 @@ def _install(new: Path, out: Path, config_file: str):
         os.replace(p, out/p.name)
 
 def _save_output(out: Path, config_file: str, save) -> Path:
-    "Call `save(directory)` on a hidden folder next to (or in) `out`, record the files it wrote in the config, then `_install` it."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=out if out.exists() else out.parent, prefix=_STAGE))
+    "Call `save(directory)` on a hidden folder next to (or in) `out`, record the files it wrote in the config, then `_install` it; a failed write (a full disk) leaves nothing behind and says so."
+    from ftlab.checkpoint import _WRITE_ERRORS, _save_error
+    stage = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out if out.exists() else out.parent, prefix=_STAGE))
         new = stage/"out"; save(new)
         cfg = json.loads((new/config_file).read_text())
         (new/config_file).write_text(json.dumps(dict(cfg, files=sorted(p.name for p in new.iterdir())), indent=2, default=str))
         _install(new, out, config_file)
-    finally: shutil.rmtree(stage, ignore_errors=True)
+    except _WRITE_ERRORS as e:
+        err = _save_error(e, out, "the trained model", "pass --out on another disk")   # measured before the staged files go
+        if stage is not None: shutil.rmtree(stage, ignore_errors=True)
+        raise err from e
+    finally:
+        if stage is not None: shutil.rmtree(stage, ignore_errors=True)
     return out
 
 # %% ../nbs/90_cli.ipynb #d65b3dca
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+def _check_model_dir(path: Path, model: str):
+    "Refuse a local `--model` directory that lacks what `save_pretrained` writes: config.json, the weights, the tokenizer's files."
+    if not path.is_dir(): return
+    names = sorted(p.name for p in path.iterdir())
+    if "adapter_config.json" in names and "config.json" not in names:
+        raise ValueError(f"--model {model} is a LoRA adapter (adapter_config.json), not a model directory: pass the base model it was "
+                         f"trained on, or load the adapter with ftlab.finetune.load_finetuned.")
+    lacks = [what for what, ok in (("config.json", "config.json" in names),
+                                   ("weights (model.safetensors or pytorch_model.bin)", any(n.endswith((".safetensors", ".bin")) for n in names)),
+                                   ("tokenizer files (tokenizer.json or vocab.txt)", any(n in _TOKENIZER_FILES for n in names))) if not ok]
+    if lacks:
+        from ftlab.assets import _model_names
+        held = f"it holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}" if names else "it is empty"
+        raise ValueError(f"--model {model} is not a model directory: it has no {' and no '.join(lacks)} ({held}). A model directory is what "
+                         f"save_pretrained writes: config.json, the weights and the tokenizer's files. Pass one, an ftlab asset ({_model_names()}) or a hub id.")
+
 def _tokenizer_and_limit(model: str, max_length: int):
-    "The tokenizer of `model` (ftlab's offline handling) after checking `max_length` against the model's position limit."
+    "The tokenizer of `model` (ftlab's offline handling; a local directory must be a model's) after checking `max_length` against the model's position limit."
     from transformers import AutoConfig, AutoTokenizer
     from ftlab.assets import _hub_errors, model_path
     path = model_path(model)
+    _check_model_dir(Path(path), model)
     with _hub_errors(model):
-        limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=False), "max_position_embeddings", None)
+        try: limit = getattr(AutoConfig.from_pretrained(path, trust_remote_code=False), "max_position_embeddings", None)
+        except ValueError as e:   # a config.json transformers cannot read (no or an unknown model_type)
+            raise ValueError(f"--model {model}: {path}/config.json does not describe a model transformers knows ({str(e).splitlines()[0]}). "
+                             f"Pass a directory written by save_pretrained, an ftlab asset or a hub id.") from None
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if limit and max_length > limit:
         raise ValueError(f"--max-length {max_length} is more than {model!r} can read ({limit} positions); give at most {limit}.")

@@ -1,5 +1,5 @@
 """`ftlab train` / `ftlab compare`: bad input gives a clear error, exit status 2 and writes nothing; good input trains and saves."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 
 import pandas as pd
@@ -364,3 +364,71 @@ def test_tab_separated_csv_is_read_and_said(tmp_path):
     p = tmp_path / "data.csv"; pd.DataFrame(dict(text=[t for t, _ in ROWS], label=[y for _, y in ROWS])).to_csv(p, sep="\t", index=False)
     with pytest.warns(UserWarning, match="tab-separated"): df = read_table(p)
     assert list(df.columns) == ["text", "label"] and validate_labelled(df)[1] == ["neg", "pos"]
+
+
+# --- issue 28: too few examples per class, a directory that is not a model, a full disk ---------------------------------
+def test_too_few_examples_per_class_to_split_is_said_in_our_words(tmp_path, capsys):
+    "10 rows in 5 classes: ftlab's message (how many rows are needed, what to do), not scikit-learn's test_size wording."
+    p = _csv(tmp_path, text=[f"text number {i}" for i in range(10)], label=[f"c{i % 5}" for i in range(10)])
+    err = _fails(capsys, ["train", "--file", str(p), "--out", str(tmp_path / "run")],
+                 "too few examples per class", "10 rows in 5 classes", "the smallest ('c0') with 2", "merge or drop the rare classes")
+    assert re.search(r"needs at least \d+ rows", err) and "test_size" not in err and "least populated" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(1, 12), min_size=2, max_size=8))
+def test_any_class_counts_split_or_get_our_message(counts):
+    "Whatever the class sizes, the three-way split succeeds or says how many rows are needed; that many, spread evenly, splits."
+    from ftlab.cli import _split
+    names = [f"c{i}" for i in range(len(counts))]
+    df = pd.DataFrame(dict(text=[f"t{j}" for j in range(sum(counts))], label=[i for i, c in enumerate(counts) for _ in range(c)]))
+    try: splits = _split(df, names, "data.csv")
+    except ValueError as e:
+        msg = str(e)
+        assert msg.startswith("data.csv has too few examples per class") and "test_size" not in msg and "least populated" not in msg, msg
+        need = int(re.search(r"needs at least (\d+) rows", msg).group(1))
+        even = pd.DataFrame(dict(text=[f"t{j}" for j in range(need)], label=[j % len(counts) for j in range(need)]))
+        splits = _split(even, names, "data.csv")
+        assert all(set(s.label) == set(range(len(counts))) for s in splits.values())   # every class in every split
+        return
+    assert sum(len(s) for s in splits.values()) == len(df)
+
+
+@pytest.mark.parametrize("kind", ["empty", "random_files", "config_only", "adapter"])
+def test_a_directory_that_is_not_a_model(tmp_path, capsys, kind):
+    "--model DIR without config.json / weights / tokenizer files: said so (what a model directory holds), not a tokenizer's wording."
+    d = tmp_path / "notamodel"; d.mkdir()
+    if kind == "random_files": (d / "weights.dat").write_bytes(os.urandom(256)); (d / "notes.txt").write_text("hello")
+    if kind == "config_only": (d / "config.json").write_text(json.dumps(dict(hidden_size=8)))
+    if kind == "adapter": (d / "adapter_config.json").write_text("{}"); (d / "adapter_model.safetensors").write_bytes(b"x")
+    needle = "is a LoRA adapter" if kind == "adapter" else "is not a model directory"
+    err = _fails(capsys, _head_argv(_csv(tmp_path), tmp_path / "run", "--model", str(d)), needle)
+    if kind != "adapter": assert "config.json" in err and "save_pretrained" in err, err
+    assert "sentencepiece" not in err.lower() and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+@pytest.mark.parametrize("fault", ["safetensors", "enospc"])
+@pytest.mark.parametrize("earlier_output", [False, True])
+def test_full_disk_while_saving_the_model(tmp_path, capsys, monkeypatch, fault, earlier_output):
+    "The disk fills while the trained model is written: one or two lines, exit 2, nothing half-written, an earlier output untouched."
+    import errno
+    import transformers.modeling_utils as MU
+    import ftlab.checkpoint as C
+    from safetensors import SafetensorError
+    if fault == "safetensors":
+        def boom(*a, **k): raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        monkeypatch.setattr(MU, "safe_save_file", boom)
+    else:
+        def boom(*a, **k): raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(C, "_fsync_tree", boom)
+    if earlier_output: out, data = _prev_output(tmp_path); before = {p.name: p.read_bytes() for p in out.iterdir()}
+    else: out, data = tmp_path / "run", _csv(tmp_path)
+    assert main(_head_argv(data, out, *(["--overwrite"] if earlier_output else []))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [l for l in err if l.startswith("ftlab train: error") or "Traceback" in l or l.startswith("ftlab train: unexpected")]
+    assert len(err) == 1 and "the disk is full" in err[0] and "Nothing half-written" in err[0] and "--out on another disk" in err[0], err
+    if earlier_output: assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    else: assert not out.exists()
+    left = [p for p in tmp_path.rglob("*") if p.name.startswith((".tmp-", ".ftlab-new-", ".old-"))]
+    assert not left, left
