@@ -405,6 +405,21 @@ def _precision() -> str:
     from ftlab.engine import resolve_precision
     return resolve_precision()
 
+def _check_notebook(path: Path, given) -> None:
+    "Refuse what is not a Jupyter notebook (a directory, another suffix, not JSON, no cells) in one line that says what to pass."
+    import nbformat
+    hint = "Pass a chapter's notebook, e.g. nbs/30_full_finetune.ipynb."
+    if path.is_dir(): raise ValueError(f"record_notebook: {given} is a directory, not a notebook. {hint}")
+    if path.suffix != ".ipynb": raise ValueError(f"record_notebook: {given} is not a notebook (.ipynb), it is a {path.suffix or 'file without suffix'}. {hint}")
+    try: nb = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError: raise ValueError(f"record_notebook: {given} is not a notebook: it is not UTF-8 text. {hint}") from None
+    except ValueError as e: raise ValueError(f"record_notebook: {given} is not a notebook: it is not valid JSON ({e}). {hint}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or not isinstance(nb.get("nbformat"), int):
+        raise ValueError(f"record_notebook: {given} is not a notebook: its JSON has no {'list of cells' if not isinstance(nb, dict) or not isinstance(nb.get('cells'), list) else 'nbformat version'}. {hint}")
+    try: nbformat.validate(nbformat.reads(json.dumps(nb), as_version=4))
+    except Exception as e:
+        raise ValueError(f"record_notebook: {given} is not a valid notebook ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}). {hint}") from None
+
 def record_notebook(notebook,                  # the chapter's notebook, e.g. 'nbs/30_full_finetune.ipynb'
                     profile: str = "medium",   # the profile to record
                     also_fast: bool = True,    # also record the fast profile (what CI reproduces)
@@ -413,6 +428,7 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
     "Run `notebook` in `profile` (and fast) in fresh kernels; write every `record`ed row with provenance to `out_dir/<notebook>.csv`."
     path = Path(notebook).resolve()
     if not path.exists(): raise FileNotFoundError(f"record_notebook: no notebook at {notebook}.")
+    _check_notebook(path, notebook)
     profiles = [profile] + (["fast"] if also_fast and profile != "fast" else [])
     shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
     command = f"{RECORD_CMD} {shown} --profile {profile}" + ("" if also_fast else " --no-fast")
@@ -421,7 +437,8 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
         with tempfile.TemporaryDirectory() as tmp:
             wall = _run_notebook(path, p, Path(tmp), timeout)
             csvs = sorted(c for c in Path(tmp).glob("*.csv") if not c.name.endswith(".examples.csv"))
-            if not csvs: raise RuntimeError(f"{path.name} ran in the {p} profile but called `record` nowhere: nothing to write.")
+            if not csvs: raise ValueError(f"{path.name} ran in the {p} profile but called `record` nowhere: nothing to write. "
+                                          f"Record a chapter whose experiments call ftlab.stats.record (nbs/10_* to nbs/80_*).")
             df = results_frame(pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True))
             examples += [pd.read_csv(c) for c in sorted(Path(tmp).glob("*.examples.csv"))]
         df = df.assign(profile=p, code_hash=code_hash(path), command=command, machine=machine(),
@@ -892,4 +909,6 @@ def check_prose(md: str,             # a markdown cell's text
 
 # %% ../nbs/02_stats.ipynb #5f2c69da
 if __name__ == "__main__" and Path(sys.argv[0]).name == "stats.py":  # `python -m ftlab.stats record ...`; never in a notebook
-    sys.exit(main_record())
+    try: sys.exit(main_record())
+    except (ValueError, FileNotFoundError) as e:   # a bad notebook or argument: one line and exit status 2, as `ftlab record` says it
+        print(f"ftlab record: error: {e}", file=sys.stderr); sys.exit(2)

@@ -6,6 +6,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scipy import stats as sps
 
 from ftlab.stats import (PROVENANCE, SCHEMA, Comparison, Interval, _skipped, bootstrap_ci, check_fresh, code_hash,
@@ -242,10 +243,52 @@ def test_record_notebook_failures(tmp_path):
     with pytest.raises(RuntimeError, match="broken.ipynb failed in the fast profile.*boom"):
         record_notebook(broken, profile="fast", out_dir=tmp_path)
     silent = write_nb(tmp_path / "silent.ipynb", ["x = 1"])
-    with pytest.raises(RuntimeError, match="called `record` nowhere"):
+    with pytest.raises(ValueError, match="called `record` nowhere"):
         record_notebook(silent, profile="fast", out_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no notebook"): record_notebook(tmp_path / "nope.ipynb")
     assert not list(tmp_path.glob("*.csv"))
+
+
+# --- issue 28: `ftlab record` on something that is not a notebook: one line, exit 2, no kernel started ----------------------
+MALFORMED = {"not_json": ("x.ipynb", b"not json", "it is not valid JSON"), "json_without_cells": ("x.ipynb", b'{"metadata": {}}', "no list of cells"),
+             "json_list": ("x.ipynb", b"[1, 2]", "no list of cells"), "no_nbformat": ("x.ipynb", b'{"cells": [{"cell_type": "code"}]}', "no nbformat version"),
+             "bad_cell": ("x.ipynb", b'{"cells": [{"cell_type": "code"}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "is not a valid notebook"),
+             "not_utf8": ("x.ipynb", b"\xff\xfe\x00", "not UTF-8"), "csv": ("data.csv", b"text,label\nx,1\n", "not a notebook (.ipynb), it is a .csv"),
+             "missing": ("nope.ipynb", None, "no notebook at"), "directory": ("folder.ipynb", "dir", "is a directory")}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_record_refuses_what_is_not_a_notebook(tmp_path, capsys, monkeypatch, case):
+    import ftlab.stats as S
+    from ftlab.cli import main
+    name, content, needle = MALFORMED[case]
+    p = tmp_path / name
+    if content == "dir": p.mkdir()
+    elif content is not None: p.write_bytes(content)
+    monkeypatch.setattr(S, "_run_notebook", lambda *a, **k: pytest.fail("a kernel was started for a malformed notebook"))
+    assert main(["record", str(p), "--out", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and "unexpected error" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(["cells", "metadata", "nbformat", "source", "cell_type", "x"]), kids, max_size=4),
+                        max_leaves=12))
+def test_record_refuses_any_json_that_is_not_a_notebook(tmp_path, doc):
+    "Any JSON document that is not a valid notebook is a ValueError before a kernel starts, never a TypeError or AttributeError."
+    from ftlab.stats import _check_notebook
+    p = tmp_path / "any.ipynb"; p.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not a notebook|not a valid notebook"): _check_notebook(p, p.name)
+
+
+def test_python_dash_m_record_is_one_line(tmp_path):
+    "`python -m ftlab.stats record` goes through the command's error handling: one line, exit status 2."
+    p = tmp_path / "x.ipynb"; p.write_text('{"metadata": {}}')
+    r = subprocess.run([sys.executable, "-m", "ftlab.stats", "record", str(p)], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "no list of cells" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 
 def test_missing_recordings_say_how_to_make_them(tmp_path, capsys):
