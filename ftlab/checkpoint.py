@@ -117,14 +117,15 @@ _WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)   # what a failed writ
 
 def _save_error(e: BaseException, final: Path, what: str, fix: str = "write it to another disk") -> SaveError:
     "A `SaveError` for `e`, raised while writing `what` to `final`: a full disk (the errno, the message or < 64 MiB free) is said as such."
+    free = getattr(e, "free", None) if isinstance(e, SaveError) else _free_bytes(Path(final))   # an inner save measured it before cleaning up
     if isinstance(e, SaveError) and e.__cause__ is not None: e = e.__cause__   # an inner save's error, said again for the outer one
-    free = _free_bytes(Path(final))
-    full = getattr(e, "errno", None) == errno.ENOSPC or any(m in str(e) for m in _FULL_MARKS) or (free is not None and free < 64 * 2**20)
-    why = (f"the disk is full ({free / 2**20:.1f} MiB free)" if full and free is not None and free < 2**30 else "the disk is full" if full
+    said = getattr(e, "errno", None) == errno.ENOSPC or any(m in str(e) for m in _FULL_MARKS)   # the OS said so
+    full = said or (free is not None and free < 64 * 2**20)      # torch's zip writer says only 'unexpected pos': the free space tells
+    why = ("the disk is full" if said else f"the disk is full ({free / 2**20:.1f} MiB free)" if full
            else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else '(no message)'}")
     err = SaveError(f"Could not write {what} to {final}: {why}. Nothing half-written was left behind. "
                     f"{'Free some space or ' if full else 'Check that the directory exists and is writable, or '}{fix}, and run it again.")
-    err.errno, err.filename = (errno.ENOSPC if full else getattr(e, "errno", None)), str(final)
+    err.errno, err.filename, err.free = (errno.ENOSPC if full else getattr(e, "errno", None)), str(final), free
     return err
 
 def save_model(model, path, tokenizer=None):
