@@ -58,7 +58,7 @@ def verify_checkpoint(path) -> list[str]:
     except (ValueError, UnicodeDecodeError) as e: bad.append(f"state/{_STATE_FILE} is not valid JSON ({e})")
     if not sums_file.exists():   # ftlab writes it with every checkpoint: without it nothing can be checked, so nothing is trusted
         return bad + [f"{_SUMS_FILE} is missing, so its files cannot be verified (ftlab writes it with every checkpoint; "
-                      f"if you know the files are intact, trust_checkpoint({str(d)!r}) writes a new one)"]
+                      f"if you know the files are intact, ftlab.checkpoint.trust_checkpoint({str(d)!r}) writes a new one)"]
     try: sums = json.loads(sums_file.read_text())
     except ValueError: return bad + [f"{_SUMS_FILE} is not valid JSON"]
     for rel, (sha, size) in sums.items():
@@ -157,7 +157,10 @@ def _replace_dir(tmp: Path, final: Path):
     old = None
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}"); os.replace(final, old)
-    os.replace(tmp, final)
+    try: os.replace(tmp, final)
+    except BaseException:
+        if old is not None: os.replace(old, final)   # the earlier version back under its name, not stranded as `.old-`
+        raise
     if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/04_checkpoints.ipynb #aa5f52e0

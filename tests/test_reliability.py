@@ -424,3 +424,20 @@ def test_full_disk_while_saving_a_model(tmp_path, monkeypatch):
     with pytest.raises(SaveError, match="Could not write the model to .*model: the disk is full"):
         save_model(m, tmp_path / "model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and _sums(tmp_path / "model") == before
+
+
+def test_a_failed_final_rename_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    "Rewriting checkpoint-2 (a resumed run) when the last rename fails: the earlier checkpoint-2 stays, intact, under its name."
+    import ftlab.checkpoint as C
+    m = tiny_bert(); opt = torch.optim.AdamW(m.parameters()); sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0)
+    C.save_checkpoint(tmp_path / "checkpoint-2", m, opt, sch, dict(step=2, history=[])); before = _sums(tmp_path / "checkpoint-2")
+    real, calls = os.replace, []
+    def flaky(a, b):
+        calls.append((a, b))
+        if Path(a).name.startswith(".tmp-"): raise OSError(5, "Input/output error")
+        return real(a, b)
+    monkeypatch.setattr(C.os, "replace", flaky)
+    with pytest.raises(C.SaveError, match="Could not write the checkpoint checkpoint-2.*OSError"):
+        C.save_checkpoint(tmp_path / "checkpoint-2", m, opt, sch, dict(step=2, history=[1]))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"] and _sums(tmp_path / "checkpoint-2") == before
