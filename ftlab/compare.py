@@ -460,6 +460,9 @@ def _check_args(a):
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} is a file; give a directory.")
     if (out/RUNS).exists() and not a.resume and not a.dry_run:
         raise ValueError(f"{out/RUNS} holds an earlier compare; pass --resume to continue it, or a new --out.")
+    from ftlab.assets import model_path
+    from ftlab.cli import _check_model_dir
+    _check_model_dir(Path(model_path(a.model)), a.model)   # a local --model must hold a model, said before any data is read
 
 def _fingerprint(df, a, steps, max_length) -> str:
     h = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes())

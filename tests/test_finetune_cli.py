@@ -432,3 +432,9 @@ def test_full_disk_while_saving_the_model(tmp_path, capsys, monkeypatch, fault, 
     else: assert not out.exists()
     left = [p for p in tmp_path.rglob("*") if p.name.startswith((".tmp-", ".ftlab-new-", ".old-"))]
     assert not left, left
+
+
+def test_compare_with_a_directory_that_is_not_a_model(tmp_path, capsys):
+    d = tmp_path / "notamodel"; d.mkdir(); (d / "notes.txt").write_text("hello")
+    err = _fails(capsys, ["compare", "--strategies", "head", "--model", str(d), "--out", str(tmp_path / "cmp")], "is not a model directory")
+    assert "sentencepiece" not in err.lower() and "Traceback" not in err, err
