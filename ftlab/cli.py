@@ -470,7 +470,7 @@ Split stratified into train, validation and test (seed 0); trained on {cfg['n_tr
 {row('macro_f1', 'macro-F1')}
 
 Intervals: bootstrap over the {cfg['n_test']:,d} test examples (`ftlab.stats.bootstrap_ci`). Always predicting the most
-frequent class scores {iv.get('majority_rate', float('nan')):.4f}.
+frequent class scores {iv.get('majority_rate', float('nan')):.4f}. The training loss is in `training_log.csv` and `loss.png`.
 
 ## Use
 
@@ -497,6 +497,18 @@ def _too_short(steps: int, sc: dict, names: list, test_labels) -> list[str]:
         out.append(f"test accuracy {acc:.3f} is no better than always answering {top!r} ({maj:.3f}): the model has not learned the task. "
                    f"Train longer (--epochs), try another --lr, or add data.")
     return out
+
+def _save_log(history: pd.DataFrame, d: Path):
+    "The training log (`training_log.csv`: step, epoch, mean loss, learning rate) and its loss curve (`loss.png`) beside the model."
+    if history is None or len(history) == 0: return
+    history.to_csv(d/"training_log.csv", index=False)
+    tr = history[history["split"] == "train"] if "split" in history else history
+    if "loss" not in tr or tr["loss"].isna().all(): return
+    from matplotlib.figure import Figure   # no pyplot: no global figure state, no display needed
+    fig = Figure(figsize=(5, 3.2), dpi=120); ax = fig.subplots()
+    ax.plot(tr["step"], tr["loss"], marker="o" if len(tr) < 20 else None)
+    ax.set(title="Training loss", xlabel="optimizer step", ylabel="mean loss since the last log"); fig.tight_layout()
+    fig.savefig(d/"loss.png")
 
 def train_main(argv=None) -> int:
     "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer, model card and config."
@@ -545,6 +557,7 @@ def train_main(argv=None) -> int:
         if lora: _save_lora(m, dest, base_ref, write)
         else: write(m, dest)
         (dest/"README.md").write_text(model_card(config))
+        _save_log(r.history, dest)
     _save_output(out, F.CONFIG_FILE, save)
     print(f"test accuracy {_with_ci(sc['accuracy'], 4)}, macro-F1 {_with_ci(sc['macro_f1'], 4)} ({sc['confidence']:.0%} intervals over "
           f"{len(te)} test examples); trained {row['train_time_s']:.1f}s, {row['steps']} steps ({row['trainable_params']:,d} trainable "

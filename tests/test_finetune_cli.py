@@ -558,6 +558,10 @@ def test_lora_output_is_a_merged_model_that_pipeline_loads(tmp_path, capsys, cap
     assert acfg["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
     card = (out / "README.md").read_text()
     assert "strategy `lora`" in card and "| accuracy |" in card and "95% interval" in card and str(_csv(tmp_path)) in card
+    log = pd.read_csv(out / "training_log.csv")
+    assert {"step", "loss", "lr"} <= set(log.columns) and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = json.loads((out / "ftlab_config.json").read_text())
+    assert {"README.md", "adapter", "training_log.csv", "loss.png"} <= set(cfg["files"]) and cfg["lr"] == 1e-3
     caplog.set_level(logging.WARNING)
     clf = pipeline("text-classification", model=str(out))
     assert {p["label"] for p in clf([t for t, _ in ROWS[:6]])} <= {"neg", "pos"}
