@@ -584,7 +584,16 @@ def load_classifier(path) -> tuple:
         k = (m.base_model.model.config if hasattr(m, "peft_config") else m.config).num_labels
         if len(names) != k: raise ValueError(f"--model {path}: {F.CONFIG_FILE} names {len(names)} classes but the model has {k} outputs; the directory was changed by hand.")
         return m, tok, names, cfg
-    _check_model_dir(p, str(path))
+    held = sorted(x.name for x in p.iterdir())
+    if "config.json" not in held:
+        raise ValueError(f"--model {path} is not a saved classifier: it has no config.json ("
+                         f"{'it holds ' + ', '.join(held[:5]) + (', ...' if len(held) > 5 else '') if held else 'it is empty'}). "
+                         f"Pass the directory `ftlab train --out` wrote.")
+    _check_model_dir(p, str(path))   # the weights and the tokenizer
+    arch = json.loads((p/"config.json").read_text()).get("architectures") or []
+    if not any(x.endswith("ForSequenceClassification") for x in arch):
+        raise ValueError(f"--model {path} is not a trained text classifier (its config.json says {', '.join(arch) or 'no architecture'}): "
+                         f"its classification head would be random. Fine-tune it first with `ftlab train --model {path} --out DIR`, then pass DIR.")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from ftlab.assets import _quiet_transformers
     with _quiet_transformers(): m = AutoModelForSequenceClassification.from_pretrained(p)

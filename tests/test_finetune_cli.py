@@ -509,12 +509,13 @@ def _umask():
 
 @pytest.mark.parametrize("argv, needle", [
     (["--model", "{tmp}/nothing"], "no such directory"), (["--file", "{tmp}/texts.tsv"], "unsupported file type '.tsv'"),
-    (["--text-col", "body"], "no column 'body'"), (["--out", "{tmp}"], "is a directory"), (["--batch-size", "0"], "--batch-size must be"),
+    (["--text-col", "body"], "no column 'body'"), (["--model", "{tmp}"], "no config.json"), (["--model", "{encoder}"], "not a trained text classifier"), (["--out", "{tmp}"], "is a directory"), (["--batch-size", "0"], "--batch-size must be"),
 ])
 def test_predict_errors_are_one_line(saved, tmp_path, capsys, argv, needle):
     data = _csv(tmp_path)
     base = dict(zip(["--model", "--file"], [str(saved), str(data)]))
-    extra = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    from ftlab.assets import asset_dir
+    extra = [a.replace("{tmp}", str(tmp_path)).replace("{encoder}", str(asset_dir("encoder"))) for a in argv]
     base.update(dict(zip(extra[::2], extra[1::2])))
     assert main(["predict", *[x for kv in base.items() for x in kv]]) == 2
     err = capsys.readouterr().err
