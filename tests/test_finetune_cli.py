@@ -575,6 +575,7 @@ def test_lora_output_is_a_merged_model_that_pipeline_loads(tmp_path, capsys, cap
     x = tok([t for t, _ in ROWS[:6]], padding=True, return_tensors="pt")
     with torch.no_grad(): torch.testing.assert_close(m(**x).logits, pm(**x).logits, atol=1e-4, rtol=1e-4)
     assert names == ["neg", "pos"]
+    assert main(["evaluate", "--model", str(out), "--file", str(_csv(tmp_path))]) == 0 and "macro-F1" in capsys.readouterr().out
     assert main(["evaluate", "--model", str(out / "adapter"), "--file", str(_csv(tmp_path))]) == 2
     assert "pass the output itself" in capsys.readouterr().err
 
