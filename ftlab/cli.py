@@ -6,20 +6,23 @@ Docs: https://ftlab.github.io/ftlab/nbs/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #8e20e8b3
 from __future__ import annotations
-import argparse, errno, importlib, json, math, os, shutil, sys, tempfile, time, traceback, warnings
+import argparse, errno, importlib, inspect, json, math, os, shutil, sys, tempfile, time, traceback, warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'read_table', 'validate_labelled', 'train_main']
+__all__ = ['COMMANDS', 'main', 'read_table', 'validate_labelled', 'scores_with_intervals', 'model_card', 'train_main',
+           'load_classifier', 'read_texts', 'label_ids', 'predict_main', 'evaluate_main']
 
 # %% ../nbs/90_cli.ipynb #5873c7c2
 COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
     "fetch":   ("ftlab.assets", "fetch_main", "fetch, verify and cache bundled models and datasets"),
     "assets":  ("ftlab.assets", "assets_main", "list bundled assets, cache state, sizes, licences"),
     "train":   ("ftlab.cli", "train_main", "fine-tune a model with one strategy and save it"),
+    "predict": ("ftlab.cli", "predict_main", "classify a file of texts with a saved model: a CSV of labels and probabilities"),
+    "evaluate": ("ftlab.cli", "evaluate_main", "score a saved model on a labelled file: metrics with intervals, per-class report"),
     "compare": ("ftlab.compare", "compare_main", "which strategy for your data: every strategy, seeds, intervals, tiers, costs, report"),
     "record":  ("ftlab.stats", "main_record", "run a chapter's experiments in a profile and write results/<notebook>.csv"),
     "claims":  ("ftlab.stats", "claims_main", "what the book shows and how sure it is: every claim, its interval and verdict"),
@@ -31,7 +34,7 @@ COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
 def _usage() -> str:
     w = max(map(len, COMMANDS))
     return "usage: ftlab COMMAND [ARGS]\n\ncommands:\n" + "\n".join(
-        f"  {k:{w}s}  {v[2]}" for k, v in COMMANDS.items()) + "\n\n`ftlab COMMAND --help` for a command's options."
+        f"  {k:{w}s}  {v[2]}" for k, v in COMMANDS.items()) + "\n\n`ftlab COMMAND --help` for a command's options; `ftlab --version` for the version."
 
 def _error_line(cmd: str, e: BaseException) -> str:
     "The one line `ftlab cmd` prints for error `e`: the message of a user error, the type too for anything else."
@@ -54,6 +57,9 @@ def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[
     argv = [x for x in argv if x != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage()); return 0
+    if argv[0] in ("--version", "-V", "version"):
+        from ftlab import __version__
+        print(f"ftlab {__version__}"); return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
         print(f"ftlab: unknown command {cmd!r}.\n\n{_usage()}", file=sys.stderr); return 2
@@ -153,24 +159,32 @@ def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str =
     return out, [str(c) for c in classes]
 
 # %% ../nbs/90_cli.ipynb #4af5b892
-def _train_parser(strategies):
+_FILE_DEFAULTS = dict(n_train=None, n_test=None, epochs=3, max_length=128, overrides={})   # a user's --file: all of it, Trainer's 3 epochs
+_MIN_STEPS = 30   # fewer optimizer steps than this is too short a run to learn a classifier: said in a warning
+
+def _train_parser(strategies, ps: dict | None = None, prof: str = "fast"):
+    "The `ftlab train` options; `ps` (the active profile's `profile_settings`) fills the help's 'by profile' values."
+    ps = ps or {}
+    by = lambda k, what: (f"default with --file: {what(_FILE_DEFAULTS[k])}; with a bundled dataset the profile's, "
+                          f"{what(ps[k]) if k in ps else '?'} in profile {prof}")
+    count = lambda v: "all" if v is None else f"{v:,d}"
     ap = argparse.ArgumentParser(prog="ftlab train", description="Fine-tune a pretrained encoder with one strategy and save it.")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="bundled dataset name, e.g. sentiment/movie (default), rotten_tomatoes, bbc_news")
-    src.add_argument("--file", help="your own .csv or .jsonl file with a text and a label column")
+    src.add_argument("--file", help="your own .csv or .jsonl file with a text and a label column (trains on all its rows, 3 epochs, unless told otherwise)")
     ap.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     ap.add_argument("--label-col", default="label", help="column holding the class (integers, strings or true/false; default: label)")
-    ap.add_argument("--strategy", default="full", help=f"one of {', '.join(strategies)} (default: full)")
-    ap.add_argument("--out", required=True, help="directory to write the model, tokenizer and ftlab_config.json to (a new one, or an earlier ftlab train output)")
+    ap.add_argument("--strategy", default="full", help=f"one of {', '.join(strategies)} (default: full); lora also saves a merged model")
+    ap.add_argument("--out", required=True, help="directory to write the model, tokenizer, README.md and ftlab_config.json to (a new one, or an earlier ftlab train output)")
     ap.add_argument("--overwrite", action="store_true", help="write into --out even if it holds files ftlab did not write (they are kept)")
     ap.add_argument("--model", default="encoder", help="base encoder: asset name, local path or hub id (default: encoder)")
-    ap.add_argument("--epochs", type=float, help="passes over the training data (default: by profile)")
+    ap.add_argument("--epochs", type=float, help=f"passes over the training data ({by('epochs', lambda v: f'{v:g}')}; head trains {_head_default()} passes over cached features)")
     ap.add_argument("--lr", type=float, help="peak learning rate (default: the strategy's)")
-    ap.add_argument("--n-train", type=int, help="train on a seeded subset of this size (default: by profile; 0 = all)")
-    ap.add_argument("--n-test", type=int, help="evaluate on a seeded subset of this size (default: by profile; 0 = all)")
-    ap.add_argument("--max-length", type=int, help="tokens per text (default: by profile)")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0, help=f"0 to {_MAX_SEED}")
+    ap.add_argument("--n-train", type=int, help=f"train on a seeded subset of this size, 0 = all ({by('n_train', count)})")
+    ap.add_argument("--n-test", type=int, help=f"evaluate on a seeded subset of this size, 0 = all ({by('n_test', count)})")
+    ap.add_argument("--max-length", type=int, help=f"tokens per text ({by('max_length', str)})")
+    ap.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step (default: 32)")
+    ap.add_argument("--seed", type=int, default=0, help=f"seed of the model's head, the data order and the subsets, 0 to {_MAX_SEED} (default: 0)")
     return ap
 
 _MAX_SEED = 2**32 - 1   # numpy's seed range
@@ -287,6 +301,12 @@ def _install(new: Path, out: Path, config_file: str):
         if (out/p.name).is_dir() and not (out/p.name).is_symlink(): shutil.rmtree(out/p.name)
         os.replace(p, out/p.name)
 
+def _readable(d: Path):
+    "Give `d` and everything in it the modes new files get (the umask's), not the 0700/0600 of the temporary names they were written under."
+    um = os.umask(0); os.umask(um)
+    for p in (d, *d.rglob("*")):
+        if not p.is_symlink(): p.chmod((0o777 if p.is_dir() else 0o666) & ~um)
+
 def _save_output(out: Path, config_file: str, save) -> Path:
     "Call `save(directory)` on a hidden folder next to (or in) `out`, record the files it wrote in the config, then `_install` it; a failed write (a full disk) leaves nothing behind and says so."
     from ftlab.checkpoint import _WRITE_ERRORS, _save_error
@@ -297,6 +317,7 @@ def _save_output(out: Path, config_file: str, save) -> Path:
         new = stage/"out"; save(new)
         cfg = json.loads((new/config_file).read_text())
         (new/config_file).write_text(json.dumps(dict(cfg, files=sorted(p.name for p in new.iterdir())), indent=2, default=str))
+        _readable(new)
         _install(new, out, config_file)
     except _WRITE_ERRORS as e:
         err = _save_error(e, out, "the trained model", "pass --out on another disk")   # measured before the staged files go
@@ -352,10 +373,149 @@ def _head_default() -> int:
     from ftlab import finetune as F
     return inspect.signature(F.STRATEGIES["head"]).parameters["head_epochs"].default
 
+# %% ../nbs/90_cli.ipynb #8e36b178
+def _macro_f1_stat(k: int):
+    "The macro-F1 of codes `pred * k + label`, as a vectorised statistic for `bootstrap_ci`: mean F1 over the classes predicted or present (as `classification_metrics`)."
+    def stat(codes, axis=-1):
+        c = np.asarray(codes); p, y = c // k, c % k
+        f1s = []
+        for j in range(k):
+            tp, fp, fn = (((p == j) & (y == j)).sum(axis), ((p == j) & (y != j)).sum(axis), ((p != j) & (y == j)).sum(axis))
+            with np.errstate(invalid="ignore", divide="ignore"): f1s.append(np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a resample with no class at all: nan
+            return np.nanmean(np.stack(f1s), axis=0)
+    return stat
+
+def scores_with_intervals(preds,                     # predicted class ids
+                          labels,                    # true class ids, same order
+                          k: int,                    # number of classes
+                          confidence: float = 0.95,  # the intervals' coverage
+                          seed: int = 0) -> dict:    # the resampling seed
+    "Accuracy and macro-F1 of `preds` against `labels`, each with its bootstrap interval over the examples (`ftlab.stats.bootstrap_ci`), and the majority rate."
+    from ftlab.stats import bootstrap_ci
+    p, y = np.asarray(preds, dtype=int), np.asarray(labels, dtype=int)
+    out = dict(n=len(y), confidence=confidence, majority_rate=float(np.bincount(y, minlength=k).max() / len(y)) if len(y) else float("nan"))
+    for name, x, stat in (("accuracy", (p == y).astype(float), np.mean), ("macro_f1", p * k + y, _macro_f1_stat(k))):
+        if len(y) < 2: out[name] = dict(estimate=float(stat(x)) if len(y) else float("nan"), lo=float("nan"), hi=float("nan"))
+        else: ci = bootstrap_ci(x, stat, confidence=confidence, seed=seed); out[name] = dict(estimate=ci.estimate, lo=ci.lo, hi=ci.hi)
+    return out
+
+def _with_ci(s: dict, digits: int = 3) -> str: return f"{s['estimate']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
+
+# %% ../nbs/90_cli.ipynb #622241ca
+def _base_reference(model: str) -> str:
+    "How a saved adapter names its base model: an ftlab asset by its hub id, a hub id as given, a local directory by its absolute path."
+    from ftlab.assets import ASSETS
+    if model in ASSETS:
+        src = ASSETS[model].source
+        return src.removeprefix("https://huggingface.co/") if src.startswith("https://huggingface.co/") else model
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else model
+
+_ADAPTER_DIR = "adapter"   # where a LoRA run's adapter goes, inside --out, beside the merged model
+
+def _save_lora(m, d: Path, base: str, save_merged):
+    "Save peft model `m` as a merged, self-contained model in `d` (`save_merged(model, d)`) and its adapter in `d/adapter`, whose config names `base`."
+    tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=_STAGE + "adapter-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # peft looks for the base model's config to decide about embeddings: not needed here
+        m.save_pretrained(tmp)
+    acfg = json.loads((tmp/"adapter_config.json").read_text())
+    (tmp/"adapter_config.json").write_text(json.dumps(dict(acfg, base_model_name_or_path=base), indent=2))
+    (tmp/"README.md").write_text(f"# LoRA adapter\n\nThe adapter of the model one folder up (see its README.md), for `peft` on the base model "
+                                 f"`{base}`:\n\n```python\nfrom peft import AutoPeftModelForSequenceClassification\n"
+                                 f"model = AutoPeftModelForSequenceClassification.from_pretrained(\"{_ADAPTER_DIR}\")\n```\n\n"
+                                 f"The folder above holds the same model with the adapter merged in; `transformers` loads it without `peft`.\n")
+    save_merged(m.merge_and_unload(), d)   # LoRA's B·A added into the weights; the trained head replaces its wrapper
+    os.replace(tmp, d/_ADAPTER_DIR)
+
+# %% ../nbs/90_cli.ipynb #3c9bfc57
+def model_card(cfg: dict) -> str:
+    "The README.md of an `ftlab train` output, from its config `cfg`: data, strategy, settings, test metrics with intervals, how to use it."
+    iv, ms = cfg.get("intervals", {}), cfg.get("metrics", {})
+    row = lambda k, label: (f"| {label} | {ms[k]:.4f} | [{iv[k][0]:.4f}, {iv[k][1]:.4f}] |" if k in iv else f"| {label} | {ms.get(k, float('nan')):.4f} | |")
+    lora = cfg["strategy"] == "lora"
+    names = ", ".join(f"`{n}`" for n in cfg["label_names"])
+    settings = "\n".join(f"| {k} | {cfg[k]} |" for k in ("strategy", "epochs", "lr", "batch_size", "max_length", "seed", "steps",
+                                                        "trainable_params", "train_time_s", "defaults") if cfg.get(k) is not None)
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+base_model: {cfg.get('base_ref', cfg['base_model'])}
+tags: [ftlab, text-classification{', lora' if lora else ''}]
+---
+
+# A text classifier fine-tuned with `ftlab train`
+
+Base model `{cfg['base_model']}` ({cfg.get('base_ref', cfg['base_model'])}), strategy `{cfg['strategy']}`{
+' (LoRA adapters merged into the weights; the adapter itself is in `adapter/`)' if lora else ''}.
+
+## Data
+
+`{cfg['source']}`: text column `{cfg['text_col']}`, label column `{cfg['label_col']}`, {len(cfg['label_names'])} classes ({names}).
+Split stratified into train, validation and test (seed 0); trained on {cfg['n_train']:,d} examples, tested on {cfg['n_test']:,d}.
+
+## Settings
+
+| setting | value |
+|---|---|
+{settings}
+
+## Test metrics
+
+| metric | value | {iv.get('confidence', 0.95):.0%} interval |
+|---|---|---|
+{row('accuracy', 'accuracy')}
+{row('macro_f1', 'macro-F1')}
+
+Intervals: bootstrap over the {cfg['n_test']:,d} test examples (`ftlab.stats.bootstrap_ci`). Always predicting the most
+frequent class scores {iv.get('majority_rate', float('nan')):.4f}. The training loss is in `training_log.csv` and `loss.png`.
+
+## Use
+
+```python
+from transformers import pipeline
+clf = pipeline("text-classification", model="path/to/this/folder")
+clf("a text to classify")
+```
+
+or `ftlab predict --model path/to/this/folder --file texts.csv --out predictions.csv`, and
+`ftlab evaluate --model path/to/this/folder --file labelled.csv` for accuracy and macro-F1 with intervals on new labelled data.
+"""
+
+# %% ../nbs/90_cli.ipynb #c1ddeace
+def _too_short(steps: int, sc: dict, names: list, test_labels) -> list[str]:
+    "Warnings for a run too short to learn: fewer optimizer steps than `_MIN_STEPS`, or test accuracy no better than always answering the majority class."
+    out = []
+    if steps < _MIN_STEPS:
+        out.append(f"only {steps} optimizer steps (fewer than {_MIN_STEPS}): likely too short to learn. Train longer with --epochs, "
+                   f"a smaller --batch-size or more data.")
+    acc, maj = sc["accuracy"]["estimate"], sc["majority_rate"]
+    if acc <= maj + 1e-9:
+        top = names[int(np.bincount(np.asarray(test_labels, dtype=int), minlength=len(names)).argmax())]
+        out.append(f"test accuracy {acc:.3f} is no better than always answering {top!r} ({maj:.3f}): the model has not learned the task. "
+                   f"Train longer (--epochs), try another --lr, or add data.")
+    return out
+
+def _save_log(history: pd.DataFrame, d: Path):
+    "The training log (`training_log.csv`: step, epoch, mean loss, learning rate) and its loss curve (`loss.png`) beside the model."
+    if history is None or len(history) == 0: return
+    history.to_csv(d/"training_log.csv", index=False)
+    tr = history[history["split"] == "train"] if "split" in history else history
+    if "loss" not in tr or tr["loss"].isna().all(): return
+    from matplotlib.figure import Figure   # no pyplot: no global figure state, no display needed
+    fig = Figure(figsize=(5, 3.2), dpi=120); ax = fig.subplots()
+    ax.plot(tr["step"], tr["loss"], marker="o" if len(tr) < 20 else None)
+    ax.set(title="Training loss", xlabel="optimizer step", ylabel="mean loss since the last log"); fig.tight_layout()
+    fig.savefig(d/"loss.png")
+
 def train_main(argv=None) -> int:
-    "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer and config."
+    "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer, model card and config."
     from ftlab import finetune as F
-    a = _train_parser(F.STRATEGIES).parse_args(argv)
+    from ftlab.engine import predict_logits
+    ps = F.profile_settings()
+    a = _train_parser(F.STRATEGIES, ps, F.profile()).parse_args(argv)
     F.get_strategy(a.strategy); _check_numbers(a)
     out = _check_out(Path(a.out), F.CONFIG_FILE, a.overwrite, inputs=[a.file] if a.file else [])
     with warnings.catch_warnings(record=True) as notes:
@@ -363,29 +523,227 @@ def train_main(argv=None) -> int:
         dd, names, source = _load_source(a)                   # every input check happens before any model is loaded
     for w in notes:
         if issubclass(w.category, UserWarning): print(f"ftlab train: note: {w.message}", file=sys.stderr)
-    ps = F.profile_settings()
-    pick = lambda v, d: d if v is None else (None if v == 0 else v)
-    n_train, n_test = pick(a.n_train, ps["n_train"]), pick(a.n_test, ps["n_test"])
-    max_length = a.max_length or ps["max_length"]
-    ep_kw, epochs = _epochs(a.strategy, a.epochs, ps["epochs"])
-    kw = dict(ps["overrides"].get(a.strategy, {}), **ep_kw, **({"lr": a.lr} if a.lr else {}))
+    d = _FILE_DEFAULTS if a.file else ps                      # a user's file: all of it, 3 epochs; a bundled dataset: the book's profile
+    pick = lambda v, dflt: dflt if v is None else (None if v == 0 else v)
+    n_train, n_test = pick(a.n_train, d["n_train"]), pick(a.n_test, d["n_test"])
+    max_length = a.max_length or d["max_length"]
+    ep_kw, epochs = _epochs(a.strategy, a.epochs, d["epochs"])
+    kw = dict(d["overrides"].get(a.strategy, {}), **ep_kw, **({"lr": a.lr} if a.lr else {}))
+    defaults = "file" if a.file else f"profile {F.profile()}"
+    lr = kw.get("lr") or getattr(inspect.signature(F.get_strategy(a.strategy)).parameters.get("lr"), "default", None)   # the strategy's own
     t0 = time.time()
     tok = _tokenizer_and_limit(a.model, max_length)
     tr, te, _ = F.tokenized_splits(dd, tok, max_length, n_train, n_test, a.seed)
     print(f"ftlab train: {a.strategy} on {source}: {len(tr)} training / {len(te)} test examples, {len(names)} classes, "
-          f"{epochs:g} epoch(s), profile {F.profile()}", flush=True)
+          f"{epochs:g} epoch(s), {max_length} tokens ({'defaults for your file' if a.file else defaults})", flush=True)
     row, r = F.run_strategy(a.strategy, tr, te, model=a.model, num_labels=len(names), seed=a.seed, tokenizer=tok,
                           batch_size=a.batch_size, progress=True, **kw)
-    m = r.model
-    cfg_target = m.base_model.model.config if hasattr(m, "peft_config") else m.config
+    m, lora = r.model, hasattr(r.model, "peft_config")
+    cfg_target = m.base_model.model.config if lora else m.config
     cfg_target.id2label = dict(enumerate(names)); cfg_target.label2id = {n: i for i, n in enumerate(names)}
-    _save_output(out, F.CONFIG_FILE, lambda d: F.save_finetuned(
-        m, tok, d, strategy=a.strategy, base_model=a.model, source=source, label_names=names, text_col=a.text_col, label_col=a.label_col,
-        max_length=max_length, epochs=epochs, n_train=len(tr), n_test=len(te), profile=F.profile(), seed=a.seed, batch_size=a.batch_size,
-        metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]), trainable_params=row["trainable_params"],
-        train_time_s=round(row["train_time_s"], 1), **({"lr": a.lr} if a.lr else {})))
-    print(f"test accuracy {row['accuracy']:.4f}, macro-F1 {row['macro_f1']:.4f}; trained {row['train_time_s']:.1f}s "
-          f"({row['trainable_params']:,d} trainable parameters); total {time.time() - t0:.1f}s. Saved to {out}")
+    y = np.asarray(te["labels"])
+    sc = scores_with_intervals(predict_logits(m, te, batch_size=64, tokenizer=tok).argmax(-1).numpy(), y, len(names))
+    base_ref = _base_reference(a.model)
+    config = dict(strategy=a.strategy, base_model=a.model, base_ref=base_ref, source=source, label_names=names, text_col=a.text_col,
+                  label_col=a.label_col, max_length=max_length, epochs=epochs, n_train=len(tr), n_test=len(te), profile=F.profile(),
+                  defaults=defaults, seed=a.seed, batch_size=a.batch_size, steps=row["steps"],
+                  metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]),
+                  intervals=dict(accuracy=[sc["accuracy"]["lo"], sc["accuracy"]["hi"]], macro_f1=[sc["macro_f1"]["lo"], sc["macro_f1"]["hi"]],
+                                 confidence=sc["confidence"], majority_rate=sc["majority_rate"]),
+                  trainable_params=row["trainable_params"], train_time_s=round(row["train_time_s"], 1), lr=lr)
+    if lora: config.update(adapter_dir=_ADAPTER_DIR, merged_lora=True)
+    def save(dest: Path):
+        write = lambda model, dd: F.save_finetuned(model, tok, dd, **config)
+        if lora: _save_lora(m, dest, base_ref, write)
+        else: write(m, dest)
+        (dest/"README.md").write_text(model_card(config))
+        _save_log(r.history, dest)
+    _save_output(out, F.CONFIG_FILE, save)
+    print(f"test accuracy {_with_ci(sc['accuracy'], 4)}, macro-F1 {_with_ci(sc['macro_f1'], 4)} ({sc['confidence']:.0%} intervals over "
+          f"{len(te)} test examples); trained {row['train_time_s']:.1f}s, {row['steps']} steps ({row['trainable_params']:,d} trainable "
+          f"parameters); total {time.time() - t0:.1f}s. Saved to {out}{' (merged model; the LoRA adapter in ' + _ADAPTER_DIR + '/)' if lora else ''}")
+    for w in _too_short(row["steps"], sc, names, y): print(f"ftlab train: warning: {w}", file=sys.stderr)
+    return 0
+
+# %% ../nbs/90_cli.ipynb #5f40aa9a
+def _id2label(m) -> list[str]: return [str(m.config.id2label.get(i, f"LABEL_{i}")) for i in range(m.config.num_labels)]
+
+def load_classifier(path) -> tuple:
+    "`(model, tokenizer, label names, ftlab config)` of a saved classifier: an `ftlab train` output (full, LoRA, or an older LoRA adapter) or any `save_pretrained` classifier."
+    from ftlab import finetune as F
+    p = Path(path)
+    if not p.exists(): raise FileNotFoundError(f"--model {path}: no such directory. Pass the directory `ftlab train --out` wrote.")
+    if not p.is_dir(): raise ValueError(f"--model {path} is a file; pass the directory `ftlab train --out` wrote (it holds config.json and {F.CONFIG_FILE}).")
+    if (p/"adapter_config.json").is_file() and not (p/F.CONFIG_FILE).is_file() and (p.parent/F.CONFIG_FILE).is_file():
+        raise ValueError(f"--model {path} is the LoRA adapter of an ftlab train output; pass the output itself, {p.parent} (the adapter merged into a whole model).")
+    if (p/F.CONFIG_FILE).is_file():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m, tok, cfg = F.load_finetuned(p)
+        names = [str(n) for n in cfg.get("label_names") or []] or _id2label(m)
+        k = (m.base_model.model.config if hasattr(m, "peft_config") else m.config).num_labels
+        if len(names) != k: raise ValueError(f"--model {path}: {F.CONFIG_FILE} names {len(names)} classes but the model has {k} outputs; the directory was changed by hand.")
+        return m, tok, names, cfg
+    held = sorted(x.name for x in p.iterdir())
+    if "config.json" not in held:
+        raise ValueError(f"--model {path} is not a saved classifier: it has no config.json ("
+                         f"{'it holds ' + ', '.join(held[:5]) + (', ...' if len(held) > 5 else '') if held else 'it is empty'}). "
+                         f"Pass the directory `ftlab train --out` wrote.")
+    _check_model_dir(p, str(path))   # the weights and the tokenizer
+    arch = json.loads((p/"config.json").read_text()).get("architectures") or []
+    if not any(x.endswith("ForSequenceClassification") for x in arch):
+        raise ValueError(f"--model {path} is not a trained text classifier (its config.json says {', '.join(arch) or 'no architecture'}): "
+                         f"its classification head would be random. Fine-tune it first with `ftlab train --model {path} --out DIR`, then pass DIR.")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from ftlab.assets import _quiet_transformers
+    with _quiet_transformers(): m = AutoModelForSequenceClassification.from_pretrained(p)
+    return m.eval(), AutoTokenizer.from_pretrained(p), _id2label(m), {}
+
+_TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".txt")
+
+def read_texts(path: Path, text_col: str = "text") -> pd.DataFrame:
+    "The rows to classify: a `.txt` file (one text per line, blank lines skipped) or a table `read_table` reads, whose `text_col` holds non-empty text."
+    if path.suffix.lower() not in _TEXT_SUFFIXES and not path.is_dir():
+        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use .csv or .jsonl with a {text_col!r} column, or .txt with one text per line.")
+    if path.suffix.lower() != ".txt": df = read_table(path)
+    else:
+        if not path.is_file(): return read_table(path)   # its errors: no such file, a directory
+        try: lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}). Re-save it as UTF-8.") from None
+        df = pd.DataFrame({text_col: [t for t in lines if t.strip()]})
+    if text_col not in df.columns:
+        raise ValueError(f"{path} has no column {text_col!r}; its columns are {list(map(str, df.columns))}. Name the text column with --text-col.")
+    if len(df) == 0: raise ValueError(f"{path} has no texts.")
+    bad = [i for i, t in enumerate(df[text_col]) if not isinstance(t, str) or not t.strip()]
+    if bad: raise ValueError(f"{len(bad)} of {len(df)} rows of {path} have an empty or non-text {text_col!r} (first at row {bad[0]}: "
+                             f"{df[text_col].iloc[bad[0]]!r}). Remove or fill them.")
+    return df
+
+def label_ids(labels: pd.Series, names: list, label_col: str = "label", source: str = "the data") -> tuple[np.ndarray, str | None]:
+    "The class ids of `labels` under a model's class `names` (by name; integer labels that are not names are read as ids), and a note when they are ids."
+    miss = [i for i, y in enumerate(labels) if y is None or (isinstance(y, float) and math.isnan(y))]
+    if miss: raise ValueError(f"{len(miss)} rows of {source} have no {label_col!r} (first at row {miss[0]}). Remove or label them.")
+    vals = [("true" if y else "false") if isinstance(y, (bool, np.bool_)) else str(y).strip() for y in labels]
+    key = {str(n): i for i, n in enumerate(names)}
+    unknown = pd.Series([v for v in vals if v not in key]).value_counts()
+    if len(unknown) == 0: return np.array([key[v] for v in vals]), None
+    if all(isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) and 0 <= y < len(names) for y in labels):
+        return np.asarray(labels, dtype=int), f"the labels in {label_col!r} are integers, read as class ids: " + ", ".join(f"{i} = {n!r}" for i, n in enumerate(names))
+    shown = ", ".join(f"{v!r} ({c} rows)" for v, c in unknown.head(5).items()) + (", ..." if len(unknown) > 5 else "")
+    raise ValueError(f"{source} has labels the model does not know: {shown}; it was trained on {', '.join(map(repr, names))}. "
+                     f"Rename them to those classes or drop those rows (or name the class column with --label-col).")
+
+# %% ../nbs/90_cli.ipynb #5aafd806
+def _check_out_file(out: Path, overwrite: bool = False, inputs=(), suffixes=(), flag: str = "--out") -> Path:
+    "Refuse an output file that would replace the input, an existing file (unless `overwrite`), a directory, or a place that cannot be written."
+    if out.is_dir(): raise ValueError(f"{flag} {out} is a directory; give a file name, e.g. {out/('predictions' + (suffixes[0] if suffixes else '.csv'))}.")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {out}: the file type {out.suffix or '(none)'!r} is not one this command writes; give a {' or '.join(suffixes)} file.")
+    for f in inputs:
+        if out.resolve() == Path(f).resolve():
+            raise ValueError(f"{flag} {out} is the input file; ftlab never writes over its input. Give another name.")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise ValueError(f"{flag} {out} exists; ftlab replaces a file only with --overwrite. Give a new name, or pass --overwrite.")
+    anc = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
+    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give another path.")
+    _writable(anc, flag, out)
+    return out
+
+def _write_file(out: Path, write):
+    "`write(path)` to a hidden file beside `out`, then rename it onto `out`: a failed write leaves no half file and `out` as it was."
+    out = out.resolve() if out.is_symlink() else out    # write through a symlink, keep the link
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"); os.close(fd)
+    try:
+        write(Path(tmp))
+        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o666 & ~um)   # the mode a new file gets, not mkstemp's 0600
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return out
+
+# %% ../nbs/90_cli.ipynb #5a17682c
+def _use_parser(prog: str, description: str, labelled: bool):
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument("--model", required=True, help="the directory `ftlab train --out` wrote (full or LoRA), or any save_pretrained text classifier")
+    ap.add_argument("--file", required=True, help="labelled .csv or .jsonl file" if labelled else
+                    "texts to classify: .csv or .jsonl with a text column, or .txt with one text per line")
+    ap.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    if labelled: ap.add_argument("--label-col", default="label", help="column holding the true class: the model's class names, or class ids (default: label)")
+    ap.add_argument("--out", help="write the metrics to this .json or .csv file (default: only print them)" if labelled else
+                    "CSV file to write (default: the CSV goes to standard output)")
+    ap.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the input file)")
+    ap.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
+    ap.add_argument("--max-length", type=int, help="tokens per text (default: what the model was trained with, or 128)")
+    return ap
+
+def _use_args(a):
+    if a.batch_size < 1: raise ValueError(f"--batch-size must be a positive integer, got {a.batch_size!r}.")
+    if a.max_length is not None and a.max_length < 3: raise ValueError(f"--max-length must be at least 3 tokens ([CLS], one word, [SEP]), got {a.max_length!r}.")
+
+def _probabilities(m, tok, texts, max_length: int, batch_size: int) -> np.ndarray:
+    "Per-class probabilities (one row per text) of classifier `m`, on the GPU when there is one."
+    import torch
+    from ftlab.finetune import text_logits
+    if torch.cuda.is_available(): m.to("cuda")
+    return torch.softmax(text_logits(m, tok, list(texts), max_length, batch_size), -1).numpy()
+
+def predict_main(argv=None) -> int:
+    "`ftlab predict`: classify the texts of a file with a saved model; a CSV of the rows, the predicted label and each class's probability."
+    a = _use_parser("ftlab predict", "Classify the texts of a file with a saved model: a CSV of the input rows, the predicted label "
+                    "and each class's probability.", labelled=False).parse_args(argv)
+    _use_args(a)
+    out = _check_out_file(Path(a.out), a.overwrite, [a.file], (".csv",)) if a.out else None
+    df = read_texts(Path(a.file), a.text_col)                   # the input is checked before the model is loaded
+    m, tok, names, cfg = load_classifier(a.model)
+    t0 = time.time()
+    probs = _probabilities(m, tok, df[a.text_col], a.max_length or cfg.get("max_length") or 128, a.batch_size)
+    new = {"predicted": [names[i] for i in probs.argmax(1)], **{f"prob_{n}": probs[:, i].round(6) for i, n in enumerate(names)}}
+    res = df.drop(columns=[c for c in new if c in df.columns]).assign(**new)
+    counts = ", ".join(f"{n} {c}" for n, c in pd.Series(new["predicted"]).value_counts().reindex(names, fill_value=0).items())
+    say = f"ftlab predict: {len(res)} texts in {time.time() - t0:.1f}s: {counts}"
+    if out is None:
+        res.to_csv(sys.stdout, index=False); print(say, file=sys.stderr)
+    else:
+        _write_file(out, lambda p: res.to_csv(p, index=False)); print(f"{say}. Wrote {out}")
+    return 0
+
+def _report(y, preds, names) -> tuple[str, dict]:
+    from sklearn.metrics import classification_report
+    kw = dict(labels=list(range(len(names))), target_names=list(names), zero_division=0)
+    return classification_report(y, preds, digits=3, **kw), classification_report(y, preds, output_dict=True, **kw)
+
+def evaluate_main(argv=None) -> int:
+    "`ftlab evaluate`: a saved model on a labelled file: accuracy and macro-F1 with bootstrap intervals, and a per-class report."
+    a = _use_parser("ftlab evaluate", "Score a saved model on a labelled file: accuracy and macro-F1 with 95% bootstrap intervals, "
+                    "and precision, recall, F1 and support per class.", labelled=True).parse_args(argv)
+    _use_args(a)
+    out = _check_out_file(Path(a.out), a.overwrite, [a.file], (".json", ".csv")) if a.out else None
+    df = read_texts(Path(a.file), a.text_col)
+    if a.label_col not in df.columns:
+        raise ValueError(f"{a.file} has no column {a.label_col!r}; its columns are {list(map(str, df.columns))}. Name the class column with "
+                         f"--label-col (for unlabelled texts use ftlab predict).")
+    m, tok, names, cfg = load_classifier(a.model)
+    y, note = label_ids(df[a.label_col], names, a.label_col, a.file)
+    if note: print(f"ftlab evaluate: note: {note}", file=sys.stderr)
+    preds = _probabilities(m, tok, df[a.text_col], a.max_length or cfg.get("max_length") or 128, a.batch_size).argmax(1)
+    sc = scores_with_intervals(preds, y, len(names))
+    text, rep = _report(y, preds, names)
+    print(f"ftlab evaluate: {a.model} on {a.file}: {len(y)} examples, {len(names)} classes\n"
+          f"accuracy {_with_ci(sc['accuracy'])}, macro-F1 {_with_ci(sc['macro_f1'])} ({sc['confidence']:.0%} bootstrap intervals over "
+          f"the examples; always answering the most frequent class: {sc['majority_rate']:.3f})\n\n{text}")
+    if out is not None:
+        per_class = {n: dict(precision=rep[n]["precision"], recall=rep[n]["recall"], f1=rep[n]["f1-score"], support=int(rep[n]["support"])) for n in names}
+        if out.suffix.lower() == ".json":
+            doc = dict(model=str(a.model), data=str(a.file), n=sc["n"], confidence=sc["confidence"], accuracy=sc["accuracy"], macro_f1=sc["macro_f1"],
+                       majority_rate=sc["majority_rate"], per_class=per_class)
+            _write_file(out, lambda p: p.write_text(json.dumps(doc, indent=2)))
+        else:
+            rows = [dict(name=n, **v) for n, v in per_class.items()] + [dict(name=k, estimate=sc[k]["estimate"], lo=sc[k]["lo"], hi=sc[k]["hi"], support=sc["n"])
+                                                                       for k in ("accuracy", "macro_f1")]
+            _write_file(out, lambda p: pd.DataFrame(rows).to_csv(p, index=False))
+        print(f"Wrote {out}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #f0815305

@@ -145,14 +145,14 @@ def test_train_on_a_file_saves_and_reloads(tmp_path, capsys, strategy):
             "--out", str(out), "--n-train", "0", "--n-test", "0", "--max-length", "32", "--epochs", "1"]
     assert main(argv) == 0, capsys.readouterr().err
     cfg = json.loads((out / "ftlab_config.json").read_text())
-    assert cfg["label_names"] == ["neg", "pos"] and cfg["strategy"] == strategy and cfg["adapter"] == (strategy == "lora")
+    assert cfg["label_names"] == ["neg", "pos"] and cfg["strategy"] == strategy and cfg["adapter"] is False   # LoRA: merged at the top
+    assert cfg.get("adapter_dir") == ("adapter" if strategy == "lora" else None)
     assert {"tokenizer.json", "ftlab_config.json"} <= {f.name for f in out.iterdir()}
     assert any(f.suffix == ".safetensors" for f in out.iterdir())
     m1, tok1, _ = load_finetuned(out); m2, tok2, _ = load_finetuned(out)
     texts = [t for t, _ in ROWS[:6]]
     torch.testing.assert_close(text_logits(m1, tok1, texts), text_logits(m2, tok2, texts), rtol=0, atol=0)
-    if strategy == "head":
-        assert m1.config.id2label == {0: "neg", 1: "pos"}
+    assert m1.config.id2label == {0: "neg", 1: "pos"}
 
 
 def test_python_dash_m():
@@ -438,3 +438,153 @@ def test_compare_with_a_directory_that_is_not_a_model(tmp_path, capsys):
     d = tmp_path / "notamodel"; d.mkdir(); (d / "notes.txt").write_text("hello")
     err = _fails(capsys, ["compare", "--strategies", "head", "--model", str(d), "--out", str(tmp_path / "cmp")], "is not a model directory")
     assert "sentencepiece" not in err.lower() and "Traceback" not in err, err
+
+
+# --- issue 34: a user's file trains on all of it; predict and evaluate; LoRA outputs load like full ones ---------------
+def test_a_users_file_trains_on_all_rows_for_3_epochs(tmp_path, capsys, monkeypatch):
+    "--file ignores the profile's caps (2,000 rows, 1 epoch, 64 tokens): all rows, 3 epochs, 128 tokens; --n-train/--epochs/--max-length still override."
+    from ftlab import finetune as F
+    seen = []
+    def stop(strategy, tr, te, **k): seen.append((len(tr), len(te), k)); raise KeyboardInterrupt
+    monkeypatch.setattr(F, "run_strategy", stop)
+    rows = [(f"{t} number {i}", y) for i in range(110) for t, y in ROWS]            # 2,640 rows: more than the fast profile's 2,000
+    data = _csv(tmp_path, text=[t for t, _ in rows], label=[y for _, y in rows])
+    assert main(["train", "--file", str(data), "--strategy", "full", "--out", str(tmp_path / "a")]) == 130
+    from ftlab.assets import stratified_split
+    from ftlab.cli import read_table, validate_labelled
+    want = {k: len(v) for k, v in stratified_split(validate_labelled(read_table(data))[0], seed=0).items()}
+    n_tr, n_te, kw = seen[-1]
+    assert (n_tr, n_te) == (want["train"], want["test"]) and n_te > 500 and kw["epochs"] == 3 and "lr" not in kw, (n_tr, n_te, want)
+    assert "3 epoch(s), 128 tokens (defaults for your file)" in capsys.readouterr().out
+    assert main(["train", "--file", str(data), "--strategy", "full", "--n-train", "100", "--epochs", "1", "--max-length", "32",
+                 "--out", str(tmp_path / "b")]) == 130
+    assert seen[-1][0] == 100 and seen[-1][2]["epochs"] == 1 and "1 epoch(s), 32 tokens" in capsys.readouterr().out
+
+
+def test_help_says_what_by_profile_means_and_version(capsys):
+    assert main(["train", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "default with --file: 3; with a bundled dataset the profile's" in out and "in profile" in out
+    assert "by profile" not in out
+    assert main(["--version"]) == 0
+    from ftlab import __version__
+    assert capsys.readouterr().out.strip() == f"ftlab {__version__}"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    "A `--strategy head` output of ROWS (the fastest to train), for predict and evaluate."
+    d = tmp_path_factory.mktemp("saved"); data = _csv(d)
+    assert main(["train", "--file", str(data), "--strategy", "head", "--max-length", "16", "--out", str(d / "model")]) == 0
+    return d / "model"
+
+
+def test_predict_writes_labels_and_probabilities(saved, tmp_path, capsys):
+    ids = list(range(len(ROWS)))
+    data = _csv(tmp_path, review=[t for t, _ in ROWS], id=ids)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", str(saved), "--file", str(data), "--text-col", "review", "--out", str(out), "--batch-size", "5"]) == 0, capsys.readouterr().err
+    assert "24 texts" in capsys.readouterr().out
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["review", "id", "predicted", "prob_neg", "prob_pos"] and df.id.tolist() == ids
+    assert set(df.predicted) <= {"neg", "pos"} and ((df.prob_neg + df.prob_pos - 1).abs() < 1e-5).all()
+    assert (df.predicted == df[["prob_neg", "prob_pos"]].idxmax(axis=1).str[5:]).all()
+    # an existing file is replaced only with --overwrite; the input never; a .txt file is one text per line
+    txt = tmp_path / "texts.txt"; txt.write_text("a joy\n\nso dull\n")
+    assert main(["predict", "--model", str(saved), "--file", str(txt), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and len(pd.read_csv(out)) == 24
+    assert main(["predict", "--model", str(saved), "--file", str(data), "--text-col", "review", "--out", str(data), "--overwrite"]) == 2
+    assert "the input file" in capsys.readouterr().err and "predicted" not in pd.read_csv(data).columns
+    assert main(["predict", "--model", str(saved), "--file", str(txt), "--out", str(out), "--overwrite"]) == 0
+    assert "Wrote" in capsys.readouterr().out
+    assert pd.read_csv(out).text.tolist() == ["a joy", "so dull"] and (out.stat().st_mode & 0o044) == 0o044 & ~_umask()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert main(["predict", "--model", str(saved), "--file", str(txt)]) == 0                 # no --out: the CSV on stdout
+    assert capsys.readouterr().out.startswith("text,predicted,prob_neg,prob_pos\na joy,")
+
+
+def _umask():
+    um = os.umask(0); os.umask(um); return um
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "{tmp}/nothing"], "no such directory"), (["--file", "{tmp}/texts.tsv"], "unsupported file type '.tsv'"),
+    (["--text-col", "body"], "no column 'body'"), (["--model", "{tmp}"], "no config.json"), (["--model", "{encoder}"], "not a trained text classifier"), (["--out", "{tmp}"], "is a directory"), (["--batch-size", "0"], "--batch-size must be"),
+])
+def test_predict_errors_are_one_line(saved, tmp_path, capsys, argv, needle):
+    data = _csv(tmp_path)
+    base = dict(zip(["--model", "--file"], [str(saved), str(data)]))
+    from ftlab.assets import asset_dir
+    extra = [a.replace("{tmp}", str(tmp_path)).replace("{encoder}", str(asset_dir("encoder"))) for a in argv]
+    base.update(dict(zip(extra[::2], extra[1::2])))
+    assert main(["predict", *[x for kv in base.items() for x in kv]]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+def test_evaluate_prints_and_writes_metrics_with_intervals(saved, tmp_path, capsys):
+    data = _csv(tmp_path)
+    assert main(["evaluate", "--model", str(saved), "--file", str(data), "--out", str(tmp_path / "m.json")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert re.search(r"accuracy \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\], macro-F1", out) and "precision" in out and "support" in out, out
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["n"] == 24 and m["accuracy"]["lo"] <= m["accuracy"]["estimate"] <= m["accuracy"]["hi"]
+    assert set(m["per_class"]) == {"neg", "pos"} and m["per_class"]["pos"]["support"] == 12
+    assert main(["evaluate", "--model", str(saved), "--file", str(data), "--out", str(tmp_path / "m.csv")]) == 0
+    df = pd.read_csv(tmp_path / "m.csv").set_index("name")
+    assert df.loc["accuracy", "estimate"] == pytest.approx(m["accuracy"]["estimate"]) and df.loc["neg", "support"] == 12
+    # integer labels are read as class ids (said); a label the model does not know is named
+    ints = _csv(tmp_path, name="ints.csv", text=[t for t, _ in ROWS], label=[int(y == "pos") for _, y in ROWS])
+    assert main(["evaluate", "--model", str(saved), "--file", str(ints)]) == 0
+    r = capsys.readouterr()
+    assert "read as class ids: 0 = 'neg', 1 = 'pos'" in r.err and f"accuracy {m['accuracy']['estimate']:.3f}" in r.out
+    odd = _csv(tmp_path, name="odd.csv", text=[t for t, _ in ROWS], label=[("neutral" if i % 8 == 0 else y) for i, (_, y) in enumerate(ROWS)])
+    assert main(["evaluate", "--model", str(saved), "--file", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert "labels the model does not know: 'neutral' (3 rows)" in err and "'neg', 'pos'" in err, err
+
+
+def test_lora_output_is_a_merged_model_that_pipeline_loads(tmp_path, capsys, caplog):
+    "LoRA's --out: a merged model with the label names (pipeline, no 'newly initialized'), the adapter beside it naming its base by hub id, a model card."
+    import logging, torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, pipeline
+    from ftlab.assets import load_encoder
+    from ftlab.cli import load_classifier
+    out = tmp_path / "lora"
+    assert main(["train", "--file", str(_csv(tmp_path)), "--strategy", "lora", "--max-length", "16", "--epochs", "1", "--out", str(out)]) == 0
+    r = capsys.readouterr()
+    assert "warning: only" in r.err and "optimizer steps" in r.err                      # 24 rows, 1 epoch: too short, said
+    acfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert acfg["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    card = (out / "README.md").read_text()
+    assert "strategy `lora`" in card and "| accuracy |" in card and "95% interval" in card and str(_csv(tmp_path)) in card
+    log = pd.read_csv(out / "training_log.csv")
+    assert {"step", "loss", "lr"} <= set(log.columns) and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    cfg = json.loads((out / "ftlab_config.json").read_text())
+    assert {"README.md", "adapter", "training_log.csv", "loss.png"} <= set(cfg["files"]) and cfg["lr"] == 1e-3
+    caplog.set_level(logging.WARNING)
+    clf = pipeline("text-classification", model=str(out))
+    assert {p["label"] for p in clf([t for t, _ in ROWS[:6]])} <= {"neg", "pos"}
+    logs = caplog.text + capsys.readouterr().err
+    assert "newly initialized" not in logs and "MISSING" not in logs, logs
+    # the merged model computes what base + adapter computes
+    m, tok, names, _ = load_classifier(out)
+    base, _ = load_encoder("encoder", num_labels=2)
+    pm = PeftModel.from_pretrained(base, out / "adapter").eval()
+    x = tok([t for t, _ in ROWS[:6]], padding=True, return_tensors="pt")
+    with torch.no_grad(): torch.testing.assert_close(m(**x).logits, pm(**x).logits, atol=1e-4, rtol=1e-4)
+    assert names == ["neg", "pos"]
+    assert main(["evaluate", "--model", str(out), "--file", str(_csv(tmp_path))]) == 0 and "macro-F1" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out / "adapter"), "--file", str(_csv(tmp_path))]) == 2
+    assert "pass the output itself" in capsys.readouterr().err
+
+
+def test_an_older_lora_output_with_only_the_adapter_still_loads(tmp_path, capsys):
+    "Outputs of earlier versions (the adapter at the top, adapter: true) are read by predict and evaluate through the base model."
+    from ftlab.assets import load_encoder
+    from ftlab.finetune import add_lora, save_finetuned
+    m, tok = load_encoder("encoder", num_labels=2)
+    save_finetuned(add_lora(m), tok, tmp_path / "old", strategy="lora", base_model="encoder", label_names=["neg", "pos"], max_length=16)
+    assert main(["predict", "--model", str(tmp_path / "old"), "--file", str(_csv(tmp_path))]) == 0, capsys.readouterr().err
+    assert set(pd.read_csv(__import__("io").StringIO(capsys.readouterr().out)).predicted) <= {"neg", "pos"}
