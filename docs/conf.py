@@ -30,11 +30,13 @@ nb_ipywidgets_js = {
 html_theme = "sphinx_book_theme"
 html_title = "ftlab"
 html_static_path = ["_static"]
+html_css_files = ["ftlab.css"]  # a wider text column; code wraps instead of running off the edge
 html_theme_options = {
     "repository_url": "https://github.com/ftlab/ftlab",
     "use_repository_button": True,
     "show_toc_level": 2,
     "navigation_with_keys": False,
+    "navbar_persistent": [],  # one search box (the sidebar's), not a second one in the header
 }
 html_copy_source = True  # the download button offers each page's notebook
 html_show_sourcelink = False
