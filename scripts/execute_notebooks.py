@@ -21,7 +21,10 @@ def execute(path: Path, timeout: int = 1800) -> float:
     skipped = {i: c.source for i, c in enumerate(nb.cells) if c.cell_type == "code" and i not in keep}
     for i in skipped: nb.cells[i].source = ""
     t = time.perf_counter()
+    # figures as retina PNGs (twice the pixels, shown at the same size: IPython stores the display size in the
+    # output's metadata, which JupyterLab and the docs site honour); matplotlib's 100 dpi made small ticks unreadable
     NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                   extra_arguments=["--InlineBackend.figure_formats={'retina'}"],
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     wall = time.perf_counter() - t
     for i, src in skipped.items():
