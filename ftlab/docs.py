@@ -10,10 +10,11 @@ import argparse, json, os, posixpath, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['README_MARK', 'project_root', 'site_notebooks', 'import_only_cells', 'nbdev_view', 'restore_cells', 'proc_notebooks',
-           'sphinx_anchor', 'frontmatter', 'fix_link', 'fix_links', 'mask_code', 'display_math', 'escape_html',
-           'clean_outputs', 'run_block', 'stage_nb', 'page_targets', 'page_anchors', 'stage_pages', 'fetch_js',
-           'site_url', 'git_url', 'install_sources', 'build_site', 'readme_text', 'docs_main']
+__all__ = ['README_MARK', 'project_root', 'site_notebooks', 'import_only_cells', 'nbdev_view', 'restore_cells', 'table_renderer',
+           'proc_notebooks', 'sphinx_anchor', 'frontmatter', 'fix_link', 'fix_links', 'mask_code', 'display_math',
+           'escape_html', 'clean_outputs', 'widget_state', 'widget_note', 'static_widgets', 'run_block', 'api_entry',
+           'api_index', 'stage_nb', 'page_targets', 'page_anchors', 'stage_pages', 'fetch_js', 'site_url', 'git_url',
+           'install_sources', 'build_site', 'readme_text', 'docs_main']
 
 # %% ../nbs/95_docs.ipynb #4e09439f
 def project_root(start: str | Path | None = None) -> Path:
@@ -82,6 +83,29 @@ def restore_cells(processed: dict, keep: dict) -> dict:
         c.get("metadata", {}).pop("execution", None)
     return processed
 
+# %% ../nbs/95_docs.ipynb #f1a2b3c5
+_TableRenderer = None
+
+def table_renderer():
+    "nbdev's `show_doc` renderer as the site uses it: the signature without its comments, the docstring, the docments as a parameter table."
+    global _TableRenderer
+    if _TableRenderer is None:  # built on first use: importing nbdev.showdoc is not free
+        from nbdev.showdoc import BasicMarkdownRenderer
+        from fastcore.docments import DocmentTbl, DocmentText
+        class TableRenderer(BasicMarkdownRenderer):
+            "Markdown for `show_doc` on the site: the docments in a parameter table, not as comments in the signature."
+            def _repr_markdown_(self):
+                md = super()._repr_markdown_()
+                if not isinstance(self.dm, DocmentText): return md
+                try: tbl = str(DocmentTbl(self.sym))
+                except Exception: return md
+                if not tbl.strip(): return md
+                plain = DocmentText(self.sym, maxline=88, docstring=False)
+                for v in plain.dm.values(): v["docment"] = None
+                return md.replace(f"```python\n{self.dm}\n```", f"```python\n{plain}\n```", 1) + "\n\n" + tbl
+        _TableRenderer = TableRenderer
+    return _TableRenderer
+
 # %% ../nbs/95_docs.ipynb #cc77ac2f
 def _proc_one(args):
     "Worker: run nbdev's docs processors on one notebook (in its own process)."
@@ -92,8 +116,9 @@ def _proc_one(args):
     # start another build from inside this one. Neutral arguments, and `build_site` refuses to nest.
     sys.argv = [sys.argv[0]]
     os.environ["FTLAB_DOCS_WORKER"] = "1"
-    import nbdev.serve_drv
+    import nbdev.serve_drv, nbdev.showdoc
     from nbdev.processors import FilterDefaults
+    nbdev.showdoc.BasicMarkdownRenderer = table_renderer()  # show_doc's default renderer, in this worker only
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".tmp")
     nb, keep = nbdev_view(json.loads(src.read_text(encoding="utf-8")))
@@ -247,6 +272,66 @@ def clean_outputs(outputs: list) -> list:
         res.append(o)
     return res
 
+# %% ../nbs/95_docs.ipynb #f1a2b3d2
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+_DISPLAY_ONLY = {"VBox", "HBox", "Box", "GridBox", "Accordion", "Tab", "Stack", "Output", "HTML", "HTMLMath", "Label", "Image"}
+
+def widget_state(nb: dict) -> dict:
+    "The saved widget models of notebook `nb`, by model id (empty when it saved none)."
+    return nb.get("metadata", {}).get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+
+def _control_value(s: dict) -> str | None:
+    "What a control shows: the chosen label(s) of a selection, else its value (`None` for a button)."
+    if "_options_labels" in s and "index" in s:
+        ix, labels = s["index"], s["_options_labels"]
+        pick = [labels[i] for i in (ix if isinstance(ix, list) else [ix]) if i is not None and 0 <= i < len(labels)]
+        return ", ".join(map(str, pick)) or "none"
+    if "value" not in s: return None
+    v = s["value"]
+    return f"{v:g}" if isinstance(v, float) else repr(v) if isinstance(v, str) else str(v)
+
+def _walk_widget(mid: str, state: dict, found: dict, depth: int = 0):
+    "Collect, depth-first, the controls (`found['controls']`: (label, value)) and what the widget displays (`found['outputs']`)."
+    m = state.get(mid)
+    if m is None or depth > 20: return
+    name, s = m.get("model_name", "").removesuffix("Model"), m.get("state", {})
+    if name == "Output": found["outputs"] += s.get("outputs", [])
+    elif name in ("HTML", "HTMLMath", "Label"):
+        if str(s.get("value", "")).strip():
+            found["outputs"].append({"output_type": "display_data", "metadata": {}, "data": {"text/html": str(s["value"])}})
+    elif name not in _DISPLAY_ONLY:
+        found["controls"].append((s.get("description") or s.get("tooltip") or name, _control_value(s)))
+    for ch in s.get("children", []):
+        if isinstance(ch, str): _walk_widget(ch.removeprefix("IPY_MODEL_"), state, found, depth + 1)
+
+def widget_note(controls: list, shown: bool) -> str:
+    "The note that stands in for a widget's controls on the site (MyST admonition, class `ftlab-widget-note`)."
+    names = ", ".join(f"*{l}*" for l, _ in controls)
+    vals = [f"{l} = {v}" for l, v in controls if v is not None]
+    what = ("Below is what it showed when the chapter ran" + (f", for {'; '.join(vals)}" if vals else "") + "."
+            if shown else "It shows its result only once you use it.")
+    return "\n".join([":::{admonition} Interactive in JupyterLab", ":class: note ftlab-widget-note", "",
+                      f"This widget's controls ({names}) need a running Python kernel: run this chapter in JupyterLab "
+                      f"to use them (see *Run this chapter* at the top of the page). {what}", ":::"])
+
+def static_widgets(outputs: list, state: dict, depth: int = 0) -> list:
+    """A code cell's `outputs` with every ipywidgets view replaced by what it displayed (its Output widgets' saved
+    outputs, its HTML), headed by `widget_note` when it has controls: on a page with no kernel, no control can do nothing."""
+    res = []
+    for o in outputs:
+        view = o.get("data", {}).get(_WIDGET_VIEW) if o.get("output_type") in ("display_data", "execute_result") else None
+        if view is None: res.append(o); continue
+        found = {"controls": [], "outputs": []}
+        _walk_widget(view.get("model_id", ""), state, found)
+        shown = clean_outputs(static_widgets(found["outputs"], state, depth + 1) if depth < 5 else [])
+        if found["controls"]:
+            res.append({"output_type": "display_data", "metadata": {},
+                        "data": {"text/markdown": widget_note(found["controls"], bool(shown)), "text/plain": "(widget)"}})
+        res += shown
+    return res
+
+
 # %% ../nbs/95_docs.ipynb #2a380fe0
 def run_block(page: str, git_url: str) -> str:
     "The 'run this notebook' admonition of chapter `page` (`nbs/30_full_finetune.ipynb`): the exact commands."
@@ -266,6 +351,25 @@ def run_block(page: str, git_url: str) -> str:
         f"and open the chapter with `. .venv/bin/activate && jupyter lab {page}`.",
         ":::"])
 
+# %% ../nbs/95_docs.ipynb #f1a2b3e2
+_re_heading = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
+
+_re_api_src = re.compile(r"\[source\]\(\S*?/blob/[^/\s]+/([\w/]+)\.py#L\d+\)")
+
+def api_entry(md: str) -> dict | None:
+    "What a `show_doc` markdown output documents: `name`, `module` (from its source link) and `summary` (its docstring's first line)."
+    h = _re_heading.search(mask_code(md))
+    if h is None: return None
+    name = md[h.start(1):h.end(1)].strip().strip("`")
+    s = _re_api_src.search(md)
+    rest = mask_code(md)[h.end():]
+    first = re.search(r"^\*([^*\n\0]+)\*[ \t]*$", rest, re.M)
+    return {"name": name, "module": s.group(1).replace("/", ".") if s else "", "summary": first.group(1).strip() if first else ""}
+
+def api_index(e: dict) -> str:
+    "The MyST `index` directive that lists API entry `e` in the site's index."
+    return f"```{{index}} single: {e['name']} ({e['module']})\n```" if e["module"] else f"```{{index}} single: {e['name']}\n```"
+
 # %% ../nbs/95_docs.ipynb #5538b8de
 _directive_tags = {("echo", "false"): "remove-input", ("output", "false"): "remove-output",
                    ("include", "false"): "remove-cell"}
@@ -276,6 +380,7 @@ def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | N
     import copy
     nb = copy.deepcopy(nb)
     fm, cells = frontmatter(nb), []
+    state, api_seen = widget_state(nb), set()
     for c in nb["cells"]:
         src = _src(c)
         if c["cell_type"] == "raw" and fm and not cells and src.lstrip().startswith("---"):
@@ -294,19 +399,31 @@ def stage_nb(nb: dict, page: str, targets: dict, doc_url: str, missing: list | N
                 if (t := _directive_tags.get((k.strip(), v.strip().lower()))): tags.add(t)
             c["source"] = "\n".join(lines)
             if tags: md["tags"] = sorted(tags)
-            c["outputs"] = clean_outputs(c.get("outputs", []))
-            for o in c["outputs"]:
+            outs = []
+            for o in static_widgets(clean_outputs(c.get("outputs", [])), state):
                 d = o.get("data", {})
                 if "text/markdown" in d:  # show_doc's leading `---` would be a transition docutils rejects there
                     txt = re.sub(r"\A\s*---\s*\n", "", _src({"source": d["text/markdown"]}))
+                    e = api_entry(txt) if "show_doc" in src else None
+                    if e and e["name"] in api_seen:  # shown before on this page: a line that links to it
+                        line = f"- [`{e['name']}`](#{sphinx_anchor(e['name'])})" + (f": *{e['summary']}*" if e["summary"] else "")
+                        if outs and outs[-1].get("metadata", {}).get("ftlab") == "api-list":
+                            outs[-1]["data"]["text/markdown"] += "\n" + line
+                        else: outs.append({"output_type": "display_data", "metadata": {"ftlab": "api-list"},
+                                           "data": {"text/markdown": line, "text/plain": e["name"]}})
+                        continue
                     if "show_doc" in src: txt = escape_html(txt)  # a docstring: text, not HTML
-                    d["text/markdown"] = display_math(fix_links(txt, page, targets, doc_url, missing, anchors))
+                    if e: api_seen.add(e["name"]); txt = api_index(e) + "\n" + txt
+                    o = {**o, "data": {**d, "text/markdown": display_math(fix_links(txt, page, targets, doc_url, missing, anchors))}}
+                outs.append(o)
+            c["outputs"] = outs
         cells.append(c)
     if git_url and page.startswith("nbs/"):
         at = 1 if cells and cells[0].get("id") == "ftlab-title" else 0
         cells.insert(at, {"cell_type": "markdown", "id": "ftlab-run", "metadata": {}, "source": run_block(page, git_url)})
     nb["cells"] = cells
     nb["metadata"].pop("jupytext", None)
+    nb["metadata"].pop("widgets", None)  # every widget view became static: no widget JavaScript on the page
     nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb["metadata"]["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     return nb
@@ -323,8 +440,6 @@ def page_targets(procdir: str | Path, pages: list) -> dict:
             of = frontmatter(json.loads(f.read_text(encoding="utf-8"))).get("output-file")
             if of: res[(p.parent/of).as_posix()] = html
     return res
-
-_re_heading = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.M)
 
 def page_anchors(procdir: str | Path, pages: list) -> dict:
     "The Sphinx ids of every page's headings (markdown cells and `show_doc` output), by the page's Sphinx path."

@@ -34,11 +34,16 @@ class StaticServer:
     def __exit__(self, *a):
         self.httpd.shutdown(); self.httpd.server_close(); self.thread.join(timeout=10)
 
-def dump_dom(chromium: str, url: str, budget_ms: int = 15000, timeout: int = 90) -> str:
-    "The DOM of `url` after the page's scripts ran (`--dump-dom` with a virtual time budget)."
+def dump_page(chromium: str, url: str, budget_ms: int = 15000, timeout: int = 90, window: str = "1280,900") -> tuple[str, list[str]]:
+    """The DOM of `url` after the page's scripts ran (`--dump-dom` with a virtual time budget), and the page's
+    JavaScript console messages (errors and uncaught exceptions included), as Chromium logs them."""
     with tempfile.TemporaryDirectory(prefix="ftlab-chromium-") as prof:
-        r = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={prof}", "--dump-dom",
-                            f"--virtual-time-budget={budget_ms}", url],
+        r = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={prof}", "--enable-logging=stderr", "--v=0",
+                            f"--window-size={window}", "--dump-dom", f"--virtual-time-budget={budget_ms}", url],
                            capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0 and "<html" in r.stdout, f"chromium failed on {url} ({r.returncode}): {r.stderr[-2000:]}"
-    return r.stdout
+    return r.stdout, [l.split("CONSOLE", 1)[1] for l in r.stderr.splitlines() if ":CONSOLE" in l]
+
+def dump_dom(chromium: str, url: str, budget_ms: int = 15000, timeout: int = 90) -> str:
+    "The DOM of `url` after the page's scripts ran (`--dump-dom` with a virtual time budget)."
+    return dump_page(chromium, url, budget_ms, timeout)[0]
