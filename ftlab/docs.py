@@ -472,6 +472,7 @@ def stage_pages(procdir: str | Path, stagedir: str | Path, pages: list, doc_url:
         nb = stage_nb(json.loads((procdir/p).read_text(encoding="utf-8")), p.as_posix(), targets, doc_url, missing, git_url, anchors)
         if p == Path("index.ipynb"):
             toc = "\n".join(q.with_suffix("").as_posix() for q in pages if q != p)
+            toc += "\nAPI index <genindex>"  # the index of every show_doc entry (see `api_index`), last in the sidebar
             nb["cells"].append({"cell_type": "markdown", "id": "ftlab-toc", "metadata": {},
                                 "source": f"```{{toctree}}\n:hidden:\n:maxdepth: 1\n\n{toc}\n```"})
         _write_if_changed(stagedir/p, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
