@@ -309,8 +309,10 @@ def widget_note(controls: list, shown: bool) -> str:
     "The note that stands in for a widget's controls on the site (MyST admonition, class `ftlab-widget-note`)."
     names = ", ".join(f"*{l}*" for l, _ in controls)
     vals = [f"{l} = {v}" for l, v in controls if v is not None]
-    what = ("Below is what it showed when the chapter ran" + (f", for {'; '.join(vals)}" if vals else "") + "."
-            if shown else "It shows its result only once you use it.")
+    at = f" ({'; '.join(vals)})" if vals else ""
+    what = (f"Below is what it showed when the chapter ran, for {'; '.join(vals)}." if shown and vals else
+            "Below is what it showed when the chapter ran." if shown else
+            f"When the chapter ran it showed nothing but its controls{at}: its output appears when you use them.")
     return "\n".join([":::{admonition} Interactive in JupyterLab", ":class: note ftlab-widget-note", "",
                       f"This widget's controls ({names}) need a running Python kernel: run this chapter in JupyterLab "
                       f"to use them (see *Run this chapter* at the top of the page). {what}", ":::"])
