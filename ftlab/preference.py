@@ -6,7 +6,8 @@ Docs: https://ftlab.github.io/ftlab/nbs/preference.html.md"""
 
 # %% auto #0
 __all__ = ['preference_pairs', 'bradley_terry_loss', 'pairwise_accuracy', 'pair_dataset', 'PairCollator', 'completion_logps',
-           'dpo_loss', 'dpo_loss_fn', 'group_advantages', 'grpo_train', 'best_of_n_kl']
+           'dpo_loss', 'dpo_loss_fn', 'group_advantages', 'grpo_train', 'best_of_n_kl', 'best_of_n_kl_sampled',
+           'best_of_n_reward']
 
 # %% ../nbs/51_preference.ipynb #8b737739
 import math, time
@@ -162,6 +163,30 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
 
 # %% ../nbs/51_preference.ipynb #7ee406ba
 def best_of_n_kl(n: int) -> float:  # samples drawn per prompt
-    "KL(best-of-n ‖ reference) = log n - (n - 1) / n, in nats."
+    "KL(best-of-n ‖ reference) = log n - (n - 1) / n, in nats: exact when no two completions can tie in reward, an upper bound otherwise."
     if n < 1: raise ValueError(f"n must be >= 1, got {n}.")
     return math.log(n) - (n - 1) / n
+
+def _cont_kl(a, b, n):   # ∫_a^b n u^(n-1) log(n u^(n-1)) du, the part of the KL from a continuous stretch [a, b] of the reward's CDF
+    xlx = lambda w: w * math.log(w) - w if w > 0 else 0.0
+    return (b**n - a**n) * math.log(n) + (n - 1) / n * (xlx(b**n) - xlx(a**n))
+
+def best_of_n_kl_sampled(rewards,  # `(P, m)` rewards of m reference samples per prompt (m >= 2)
+                         n: int):  # best of how many
+    "Per prompt, KL(best-of-n ‖ reference) from the reference's reward distribution estimated by its m samples: a reward seen once is a continuous stretch of the CDF, a repeated one a tie."
+    r = np.atleast_2d(np.asarray(rewards, dtype=float))
+    if n < 1 or r.shape[1] < 2: raise ValueError(f"best_of_n_kl_sampled needs n >= 1 and at least 2 samples per prompt, got n={n}, {r.shape[1]} samples.")
+    out = []
+    for row in r:
+        _, counts = np.unique(row, return_counts=True)   # ascending rewards; their multiplicities
+        hi = np.cumsum(counts) / row.size; lo = hi - counts / row.size
+        out.append(sum(_cont_kl(a, b, n) if c == 1 else (b**n - a**n) * math.log((b**n - a**n) / (b - a)) for a, b, c in zip(lo, hi, counts)))
+    return np.array(out)
+
+def best_of_n_reward(rewards,  # `(P, m)` rewards of m reference samples per prompt
+                     n: int):  # best of how many (<= m)
+    "Per prompt, the unbiased estimate of E[max of n draws] from m draws: the mean of the maximum over all n-subsets."
+    r = np.sort(np.atleast_2d(np.asarray(rewards, dtype=float)), 1); m = r.shape[1]
+    if not 1 <= n <= m: raise ValueError(f"best_of_n_reward needs 1 <= n <= {m} (the samples per prompt), got {n}.")
+    w = np.array([math.comb(j, n - 1) for j in range(m)], dtype=float) / math.comb(m, n)   # P(the j-th smallest is the max of a random n-subset)
+    return r @ w

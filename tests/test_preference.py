@@ -147,6 +147,38 @@ def test_best_of_n_kl():
     with pytest.raises(ValueError): pf.best_of_n_kl(0)
 
 
+def _bon_kl_by_enumeration(values, n):
+    "KL(best-of-n ‖ uniform over `values`), every value an atom: enumerate all n-tuples of indices (ties broken by the first maximum)."
+    import itertools
+    m = len(values); p_bon = np.zeros(m)
+    for idx in itertools.product(range(m), repeat=n):
+        r = [values[i] for i in idx]; p_bon[idx[int(np.argmax(r))]] += 1.0 / m**n
+    keep = p_bon > 0
+    return float((p_bon[keep] * np.log(p_bon[keep] * m)).sum())
+
+
+def test_best_of_n_kl_sampled():
+    rng = np.random.default_rng(0)
+    # no ties: the formula, for any number of draws
+    assert pf.best_of_n_kl_sampled(rng.normal(size=(3, 9)), 4) == pytest.approx([pf.best_of_n_kl(4)] * 3)
+    # every reward tied at least twice: exactly the KL of best-of-n over the draws (each draw equally likely), by enumeration
+    vals = [0.0, 0.0, 0.5, 0.5, 0.5, 1.0, 1.0]
+    assert pf.best_of_n_kl_sampled(np.array([vals]), 3)[0] == pytest.approx(_bon_kl_by_enumeration(vals, 3), abs=1e-12)
+    # ties lower it below the formula; all tied: zero
+    assert pf.best_of_n_kl_sampled(np.array([vals]), 3)[0] < pf.best_of_n_kl(3)
+    assert pf.best_of_n_kl_sampled(np.zeros((2, 5)), 4) == pytest.approx([0.0, 0.0])
+    with pytest.raises(ValueError): pf.best_of_n_kl_sampled(np.zeros((2, 1)), 4)
+
+
+def test_best_of_n_reward_is_the_mean_max_over_subsets():
+    import itertools
+    r = np.array([0.3, -0.2, 0.3, 0.9, 0.0, -0.5])
+    want = np.mean([max(c) for c in itertools.combinations(r, 3)])
+    assert pf.best_of_n_reward(r[None], 3)[0] == pytest.approx(want, abs=1e-12)
+    assert pf.best_of_n_reward(r[None], 1)[0] == pytest.approx(r.mean()) and pf.best_of_n_reward(r[None], 6)[0] == pytest.approx(r.max())
+    with pytest.raises(ValueError): pf.best_of_n_reward(r[None], 7)
+
+
 def test_dpo_with_fit_starts_at_ln2_and_grows_the_margin(tiny):
     from ftlab.engine import fit
     model, tok = tiny
