@@ -138,12 +138,45 @@ def _gen(model, tok, prompts, tokens, cache):
                           use_cache=cache)
 
 
+def merged_copy(policy, dtype=torch.float32):
+    "A plain (adapter-free) copy of a LoRA `policy` with the adapters merged in, in `dtype`: a rollout-only model."
+    return copy.deepcopy(policy).merge_and_unload().to(dtype).eval()
+
+
+def rollouts(ref, tok, n=12, tokens=8, reps=3):
+    "tokens/s of `ftlab.rl.generate` on the LoRA policy as the RL chapters sample from it, and from merged copies."
+    from ftlab.rl import generate, lora_policy, token_logprobs
+    torch.manual_seed(0)
+    pol = lora_policy(copy.deepcopy(ref))
+    with torch.no_grad():   # trained-looking adapters (B = 0 at init would make merging a no-op)
+        for name, p in pol.named_parameters():
+            if "lora_B" in name: p.normal_(0, 0.02)
+    prompts = (PROMPTS * 8)[:n]; rows = []
+    def rate(make):
+        ts = []
+        for r in range(reps + 1):
+            t = time.perf_counter(); m = make(); ro = generate(m, tok, prompts, tokens, seed=r); ts.append(time.perf_counter() - t)
+        return sum(ro.completion_mask.sum(-1).tolist()) / median(ts[1:]), m, ro
+    base, _, ro32 = rate(lambda: pol)
+    rows.append(dict(section="rollout", variant="LoRA policy, fp32, unmerged (the chapters)", tokens_per_s=base))
+    r32, _, _ = rate(lambda: merged_copy(pol))
+    rows.append(dict(section="rollout", variant="merged fp32 copy per step", tokens_per_s=r32, speedup=r32 / base))
+    r16, m16, _ = rate(lambda: merged_copy(pol, torch.bfloat16))
+    with torch.no_grad():
+        a, b = token_logprobs(pol, ro32), token_logprobs(m16, ro32).float()
+    mask = ro32.completion_mask.bool()
+    rows.append(dict(section="rollout", variant="merged bf16 copy per step", tokens_per_s=r16, speedup=r16 / base,
+                     mean_abs_dlogp=(a - b).abs()[mask].mean().item()))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.rl", description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=4, help="decoder layers of SmolLM2 kept (30 = the whole model)")
     ap.add_argument("--rounds", type=int, default=3); ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="1 round, 2 timed steps: check that it runs")
     ap.add_argument("--out", default=str(ROOT / "bench/results"))
+    ap.add_argument("--only-rollouts", action="store_true", help="only the rollout section (no trl runs)")
     a = ap.parse_args(argv)
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"): os.environ.setdefault(k, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false"); warnings.filterwarnings("ignore")
@@ -151,6 +184,9 @@ def main(argv=None):
     hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     if a.quick: a.rounds, a.steps = 1, 2
     ref, tok = setup(a.layers)
+    if a.only_rollouts:
+        rows = [dict(r, layers=a.layers, **machine()) for r in rollouts(ref, tok, reps=1 if a.quick else 3)]
+        p = write_csv("rl_rollouts", rows, Path(a.out)); _print(rows, a, p); return
     path = tempfile.mkdtemp(); ref.save_pretrained(path); tok.save_pretrained(path)
     df = pairs_frame(4 * (a.steps + 1))
     dpo = dict(steps=a.steps, batch=4, lr=1e-4, beta=0.1); grpo = dict(steps=a.steps, group=4, n_prompts=2, tokens=8, lr=1e-4)
@@ -164,13 +200,19 @@ def main(argv=None):
             ratios[sec].append(t / o)
         print(f"round {r}: DPO step ours {to:.2f} s, trl {tt:.2f} s; GRPO step ours {go:.2f} s, trl {gt:.2f} s", flush=True)
     rows += generation(ref, tok, 8, 16 if not a.quick else 4, 2 if a.quick else 3)
+    rows += rollouts(ref, tok, reps=1 if a.quick else 3)
     for sec, rs in ratios.items(): rows.append(dict(section=sec, variant="ftlab / trl samples/s (median of rounds)", ratio=median(rs)))
     m = machine(); rows = [dict(r, layers=a.layers, **m) for r in rows]
-    p = write_csv("rl", rows, Path(a.out))
-    print(f"\nSmolLM2 with {a.layers} layers, {a.rounds} rounds × {a.steps} timed steps; load {m['load1']} ({p})")
+    p = write_csv("rl", rows, Path(a.out)); _print(rows, a, p)
+
+
+def _print(rows, a, p):
+    print(f"\nSmolLM2 with {a.layers} layers, {a.rounds} rounds × {a.steps} timed steps; load {rows[-1]['load1']} ({p})")
     for r in rows:
         if "ratio" in r: print(f"  {r['section']}: ftlab / trl samples/s = {r['ratio']:.2f}")
-        elif r["section"] == "generate": print(f"  generate, {r['variant']}: {r['tokens_per_s']:.1f} tokens/s")
+        elif r["section"] in ("generate", "rollout"):
+            extra = (f", ×{r['speedup']:.2f}" if "speedup" in r else "") + (f", mean |Δ log p| {r['mean_abs_dlogp']:.4f}" if "mean_abs_dlogp" in r else "")
+            print(f"  {r['section']}, {r['variant']}: {r['tokens_per_s']:.1f} tokens/s{extra}")
 
 
 if __name__ == "__main__":
