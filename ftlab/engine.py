@@ -21,11 +21,12 @@ from .checkpoint import (CheckpointError, _checkpoints, _no_hf_bars, latest_chec
 # %% auto #0
 __all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PROBE_MAX_SPREAD', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile',
            'by_profile', 'seed_everything', 'cpu_bf16_units', 'precision_probe', 'bf16_speedup', 'resolve_precision',
-           'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches', 'lr_multiplier',
-           'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths', 'inference_batches',
-           'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback', 'EarlyStopping', 'ProgressBar',
-           'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged', 'FitResult', 'accelerate_precision',
-           'release_accelerator', 'get_accelerator', 'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
+           'trained_precision', 'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches',
+           'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths',
+           'inference_batches', 'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback', 'EarlyStopping',
+           'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged', 'FitResult',
+           'accelerate_precision', 'release_accelerator', 'get_accelerator', 'default_loss', 'Stream', 'check_data',
+           'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
 PROFILES = ("fast", "medium", "full")
@@ -127,10 +128,10 @@ def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
     "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (see `precision_probe`)."
     return precision_probe(n, reps, cache)["ratio"]
 
-def resolve_precision(mixed_precision: str = "auto") -> str:
-    "The precision `fit` trains in — 'fp32', 'bf16' or 'fp16' — for `mixed_precision` ('auto' reads `$FTLAB_PRECISION`, else probes)."
-    p = {"no": "fp32"}.get(mixed_precision, mixed_precision)
-    if p not in PRECISIONS: raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or 'no'), got {mixed_precision!r}.")
+def resolve_precision(precision: str = "auto") -> str:   # 'auto' (reads `$FTLAB_PRECISION`, else probes), 'fp32' (or 'no'), 'bf16', 'fp16'
+    "The concrete precision — 'fp32', 'bf16' or 'fp16' — that `precision` names here: the one name `fit`, `evaluate`, `predict_logits` and `features` take."
+    p = {"no": "fp32"}.get(precision, precision)
+    if p not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS} (or 'no'), got {precision!r}.")
     if p != "auto": return p
     env = os.environ.get("FTLAB_PRECISION", "").strip().lower()
     if env:
@@ -142,16 +143,21 @@ def resolve_precision(mixed_precision: str = "auto") -> str:
 def _show_precision(p: str, asked: str = "auto"):
     if p in _PRECISION_SHOWN: return
     _PRECISION_SHOWN.add(p)
-    if asked != "auto": why = f"mixed_precision={asked!r}"
+    if asked != "auto": why = f"precision={asked!r}"
     elif torch.cuda.is_available(): why = "GPU"
     elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
     else: why = f"{precision_probe()['why']}; FTLAB_PRECISION overrides"
     print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
 
+def trained_precision(model) -> str:   # a model, or None
+    "The precision `fit` last trained `model` in ('fp32', 'bf16' or 'fp16'), or 'auto' for a model `fit` has not trained."
+    return getattr(model, "ftlab_precision", None) or "auto"
+
 def inference_autocast(device,                    # a device, or a model (its parameters' device is used)
-                       precision: str = "auto",   # as `fit`'s `mixed_precision`: 'auto', 'fp32', 'bf16' or 'fp16'
+                       precision: str | None = None,  # 'auto', 'fp32', 'bf16' or 'fp16'; None: the model's `trained_precision`
                        ) -> contextlib.AbstractContextManager:
     "Autocast outside `fit` (`evaluate`, `predict_logits`, `features`, test-time adaptation) in the precision `resolve_precision(precision)` picks."
+    if precision is None: precision = trained_precision(device if isinstance(device, torch.nn.Module) else None)
     if isinstance(device, torch.nn.Module): device = next(device.parameters()).device
     p = resolve_precision(precision)
     if p == "fp32": return contextlib.nullcontext()
@@ -161,7 +167,7 @@ def inference_autocast(device,                    # a device, or a model (its pa
 def precision_main(argv=None) -> int:   # the arguments after `ftlab precision`
     "The `precision` command: the precision `fit` picks here and why; `--probe` measures again, `--clear` forgets the cached verdicts."
     import argparse
-    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (mixed_precision='auto'), and why.")
+    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (precision='auto'), and why.")
     ap.add_argument("--probe", action="store_true", help="time bf16 against fp32 again now (the verdict is cached when the probe is trusted)")
     ap.add_argument("--clear", action="store_true", help="delete the cached verdicts (FTLAB_HOME/precision_probe.json)")
     a = ap.parse_args([] if argv is None else list(argv))
@@ -366,7 +372,8 @@ def evaluate(model,                         # the model to measure
              tokenizer=None,                # for the default `Collator`'s pad id
              predict_fn=None,               # `predict_fn(model, batch) -> (preds, labels)` for other outputs
              metrics: Callable | None = None,  # `metrics(preds, labels) -> dict`
-             accelerator=None) -> dict:     # several processes: each takes its share, results are gathered
+             accelerator=None,              # several processes: each takes its share, results are gathered (and its precision is used)
+             precision: str | None = None) -> dict:  # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "Metrics of `model` on dataset `ds` for `task` (see the table above), plus the mean `loss`."
     if task not in TASKS and predict_fn is None: raise ValueError(f"task must be one of {TASKS} (or pass predict_fn), got {task!r}.")
     _check_eval(ds, "evaluate")
@@ -378,7 +385,7 @@ def evaluate(model,                         # the model to measure
     predict = predict_fn or (_default_predict(task) if task != "lm" else None)
     was_training = model.training; model.eval()
     preds, labels, loss_sum, loss_n, tok_loss, tok_n = [], [], 0.0, 0, 0.0, 0
-    autocast = accelerator.autocast() if accelerator else inference_autocast(device)
+    autocast = accelerator.autocast() if accelerator else inference_autocast(model, precision)
     with torch.inference_mode(), autocast:
         for idx, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
             if task == "lm" and predict_fn is None:
@@ -416,13 +423,14 @@ def predict_logits(model,                  # a classifier (or any model whose ou
                    ds,                     # a tokenized `Dataset`; labels are not needed
                    batch_size: int = 64,
                    tokenizer=None,
-                   collate_fn=None) -> torch.Tensor:
+                   collate_fn=None,
+                   precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "The float32 logits of `model` for every row of `ds`, in dataset order, computed in eval mode."
     was = model.training; model.eval()
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, collate_fn, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(_device_of(model)): lg = model(**b).logits.float().cpu()
+            with inference_autocast(model, precision): lg = model(**b).logits.float().cpu()
             if out is None: out = torch.empty((len(ds),) + tuple(lg.shape[1:]))
             out[idx] = lg
     finally: model.train(was)
@@ -436,14 +444,15 @@ def features(model,                  # a `transformers` encoder, or a classifier
              pooling: str = "mean",  # 'mean' over real tokens, or 'cls' (the first token's state)
              batch_size: int = 64,
              layer: int = -1,        # which hidden state: -1 the last layer's output, 0 the embeddings
-             tokenizer=None) -> torch.Tensor:
+             tokenizer=None,
+             precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "One float32 feature vector per row of `ds` from `model` (eval mode, no gradients), in dataset order."
     if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
     was = model.training; model.eval()
     out = None
     try:
         for idx, b in inference_batches(ds, batch_size, None, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(_device_of(model)): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
+            with inference_autocast(model, precision): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
             if pooling == "cls": f = h[:, 0]
             else:
                 m = b["attention_mask"].unsqueeze(-1).to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
@@ -616,6 +625,7 @@ class FitResult:
     tokens_per_s: float
     stop_reason: str = ""
     modules: dict = field(default_factory=dict)   # the extra trainable modules, trained, by name
+    precision: str = "fp32"                       # the precision `fit` resolved and trained in: 'fp32', 'bf16' or 'fp16'
 
     def __repr__(self):
         m = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
@@ -634,20 +644,28 @@ def release_accelerator():
     from accelerate.state import AcceleratorState
     AcceleratorState._reset_state(True); _ACCEL = None
 
-def get_accelerator(mixed_precision: str = "auto"):
-    "The process's `Accelerator` at `mixed_precision` (see `resolve_precision`): created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
+def get_accelerator(precision: str = "auto"):   # 'auto', 'fp32', 'bf16' or 'fp16' (see `resolve_precision`)
+    "The process's `Accelerator` at `precision`: created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
     global _ACCEL
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    p = resolve_precision(mixed_precision); mp = accelerate_precision(p)
+    p = resolve_precision(precision); mp = accelerate_precision(p)
     if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp: release_accelerator()
     if _ACCEL is None or _ACCEL.mixed_precision != mp:
         # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
         multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
         _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
-    if _ACCEL.is_main_process: _show_precision(p, mixed_precision)
+    if _ACCEL.is_main_process: _show_precision(p, precision)
     return _ACCEL
 
+
+def _renamed_precision(precision: str, mixed_precision: str | None, who: str) -> str:
+    "`precision`, or the deprecated `mixed_precision` (with a warning) where a caller still uses the old name."
+    if mixed_precision is None: return precision
+    if precision not in ("auto", mixed_precision):
+        raise ValueError(f"{who}: precision={precision!r} and mixed_precision={mixed_precision!r} disagree; pass precision= only (mixed_precision is its old name).")
+    warnings.warn(f"{who}: mixed_precision= is deprecated, pass precision={mixed_precision!r} instead (the same values).", DeprecationWarning, stacklevel=3)
+    return mixed_precision
 
 def default_loss(model, batch, state=None):
     "The loss a `transformers` model computes itself when `labels` are in the batch."
@@ -842,13 +860,15 @@ def fit(model,                            # a `transformers` model or any module
         collate_fn=None,                  # custom collator
         metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
         predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
-        mixed_precision: str = "auto",    # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
+        precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
+        mixed_precision: str | None = None,  # deprecated: the old name of `precision`
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
     _check_run_dir(output_dir, resume_from, save_every, save_total_limit)
     seed_everything(seed)
-    acc = get_accelerator(mixed_precision)
+    precision = _renamed_precision(precision, mixed_precision, "fit")
+    acc = get_accelerator(precision); used = resolve_precision(precision)
     collate = collate_fn or Collator(tokenizer)
     cols = columns(train_ds); lens = lengths(cols)
     check_data(cols, task, model)
@@ -955,9 +975,10 @@ def fit(model,                            # a `transformers` model or any module
         if cache_was: mcfg.use_cache = cache_was
     fire("on_fit_end")
     state.batches = {}
-    return FitResult(acc.unwrap_model(model), pd.DataFrame(state.history), last_eval or {}, train_time, state.step,
+    trained = acc.unwrap_model(model); trained.ftlab_precision = used   # inference after fit defaults to it (`trained_precision`)
+    return FitResult(trained, pd.DataFrame(state.history), last_eval or {}, train_time, state.step,
                      samples / max(train_time, 1e-9), tokens / max(train_time, 1e-9), state.stop_reason,
-                     {k: acc.unwrap_model(m) for k, m in extra.items()})
+                     {k: acc.unwrap_model(m) for k, m in extra.items()}, used)
 
 # %% ../nbs/01_engine.ipynb #e1b8abf9
 def add_lm_labels(ds):

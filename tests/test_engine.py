@@ -126,3 +126,27 @@ def test_get_accelerator_after_a_trl_style_state():
     assert get_accelerator().mixed_precision == accelerate_precision(resolve_precision())
     assert get_accelerator("fp32").mixed_precision == "no"
     release_accelerator()
+
+
+def test_fit_records_its_precision_and_inference_after_fit_uses_it(monkeypatch):
+    "A run trained in fp32 where 'auto' means bf16 (a GPU; here FTLAB_PRECISION stands in) is evaluated in fp32, not bf16."
+    import contextlib, warnings
+    from ftlab.engine import evaluate, fit, inference_autocast, resolve_precision, trained_precision
+    from ftlab.testing import tiny_bert, toy_dataset
+    assert resolve_precision("no") == "fp32" and resolve_precision("fp16") == "fp16"
+    with pytest.raises(ValueError, match="precision must be one of"): resolve_precision("int8")
+    monkeypatch.setenv("FTLAB_PRECISION", "bf16")
+    ds = toy_dataset(64)
+    r = fit(tiny_bert(), ds, max_steps=2, batch_size=32, progress=False, plot=False, precision="fp32")
+    assert (r.precision, trained_precision(r.model)) == ("fp32", "fp32")
+    assert isinstance(inference_autocast(r.model), contextlib.nullcontext)
+    assert isinstance(inference_autocast(r.model, "auto"), torch.autocast)      # asked for: as asked
+    assert trained_precision(tiny_bert()) == "auto" and isinstance(inference_autocast(tiny_bert()), torch.autocast)
+    seen = []
+    monkeypatch.setattr("ftlab.engine.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
+    evaluate(r.model, ds)
+    assert seen == ["fp32"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert fit(tiny_bert(), ds, max_steps=1, batch_size=32, progress=False, plot=False, mixed_precision="bf16").precision == "bf16"
+    assert any(issubclass(x.category, DeprecationWarning) for x in w)
