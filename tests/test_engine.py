@@ -100,10 +100,9 @@ def test_fit_does_not_keep_models_alive():
 def test_fit_turns_the_kv_cache_off_while_training_and_restores_it():
     "Training never reads a KV cache (Trainer also sets use_cache=False); generation afterwards wants it back."
     import datasets
-    from transformers import LlamaConfig, LlamaForCausalLM
     from ftlab.engine import Callback, fit
-    m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, use_cache=True))
+    from ftlab.testing import tiny_llama
+    m = tiny_llama(use_cache=True)
     seen = []
     class Look(Callback):
         def on_step_end(self, state): seen.append(m.config.use_cache)
