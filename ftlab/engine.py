@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 
-from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_model   # save_model: ftlab.finetune imports it from here
 
 # %% auto #0
 __all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PROBE_MAX_SPREAD', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile',
