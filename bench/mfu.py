@@ -111,7 +111,7 @@ def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_l
     N, total = non_embedding_params(model), warmup + steps
     fit(model, spec["ds"], task=spec["task"], max_steps=total, batch_size=batch_size, lr=5e-5, weight_decay=0.01,
         group_by_length=group_by_length, progress=False, plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0,
-        mixed_precision=precision)
+        precision=precision)
     wall = clock.t[-1] - clock.t[warmup - 1]
     timed = plan[warmup:total]
     real = sum(lengths[i] for b in timed for i in b); padded = sum(len(b) * max(lengths[i] for i in b) for b in timed)

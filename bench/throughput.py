@@ -78,7 +78,7 @@ def run_fit(spec, cfg, fused=False, defaults=False):
         def on_step_end(self, state): self.t.append(time.perf_counter()); self.c.append(time.process_time())
     clock = Clock(); model = fresh_model(spec)
     kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
-    if not defaults: kw.update(mixed_precision=cfg.get("precision", "fp32"), group_by_length=False)   # the same batches as the others
+    if not defaults: kw.update(precision=cfg.get("precision", "fp32"), group_by_length=False)   # the same batches as the others
     t0 = time.perf_counter()
     res = fit(model, spec["ds"], task=spec["task"], max_steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
               weight_decay=cfg["wd"], scheduler="linear", warmup=0, max_grad_norm=1.0, log_every=10, progress=False,

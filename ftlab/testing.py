@@ -12,7 +12,7 @@ import torch
 from .engine import Callback, seed_everything
 
 # %% auto #0
-__all__ = ['tiny_bert', 'toy_dataset', 'StopAt']
+__all__ = ['tiny_bert', 'toy_dataset', 'StopAt', 'tiny_llama']
 
 # %% ../nbs/03_testing.ipynb #35de3de1
 def tiny_bert(num_labels: int = 2, vocab_size: int = 64, seed: int = 0, dropout: float = 0.1, **kw):
@@ -41,3 +41,19 @@ class StopAt(Callback):
     def __init__(self, step): self.at = step
     def on_step_end(self, state):
         if state.step == self.at: raise KeyboardInterrupt(f"simulated interrupt at step {self.at}")
+
+# %% ../nbs/03_testing.ipynb #c3t11a02
+def tiny_llama(tokenizer=None,                     # a tokenizer: the model takes its vocabulary and pad/eos ids (default: 64 ids)
+               seed: int = 0,                      # seeds the random weights
+               num_attention_heads: int = 2,
+               num_key_value_heads: int = 2,
+               max_position_embeddings: int = 64,
+               **kw):                              # more `LlamaConfig` settings (e.g. `use_cache=True`)
+    "A 2-layer, 32-wide Llama causal LM with random weights, for fast tests of the language-model machinery."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    seed_everything(seed)
+    ids = dict(vocab_size=64) if tokenizer is None else dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                                             eos_token_id=tokenizer.eos_token_id)
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=num_attention_heads,
+                      num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings, **{**ids, **kw})
+    return LlamaForCausalLM(cfg)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftlab.engine import Callback, CheckpointError, Stream, default_loss, fit, latest_checkpoint, verify_checkpoint
+from ftlab.checkpoint import CheckpointError, verify_checkpoint
+from ftlab.engine import Callback, Stream, default_loss, fit, latest_checkpoint
 from ftlab.checkpoint import trust_checkpoint
 from ftlab.testing import tiny_bert, toy_dataset
 

@@ -167,7 +167,7 @@ def test_dann_inside_fit_trains_the_domain_classifier_with_the_ramp():
     src, tgt = toy_dataset(64, seed=0), toy_dataset(64, seed=1).remove_columns("labels")
     dom = domain_classifier(32, seed=0); before = [p.detach().clone() for p in dom.parameters()]
     r = fit(tiny_bert(seed=0), src, loss_fn=dann_loss(), streams={"target": tgt}, modules={"domain": dom}, max_steps=5,
-            batch_size=16, lr=1e-3, log_every=1, progress=False, plot=False, mixed_precision="fp32")
+            batch_size=16, lr=1e-3, log_every=1, progress=False, plot=False, precision="fp32")
     tr = r.history[r.history.split == "train"]
     assert np.allclose(tr.grl_lambda.values, [dann_lambda(s / 5) for s in range(5)], atol=1e-12)
     assert any(not torch.equal(a, b) for a, b in zip(r.modules["domain"].parameters(), before))

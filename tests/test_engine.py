@@ -100,10 +100,9 @@ def test_fit_does_not_keep_models_alive():
 def test_fit_turns_the_kv_cache_off_while_training_and_restores_it():
     "Training never reads a KV cache (Trainer also sets use_cache=False); generation afterwards wants it back."
     import datasets
-    from transformers import LlamaConfig, LlamaForCausalLM
     from ftlab.engine import Callback, fit
-    m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64, use_cache=True))
+    from ftlab.testing import tiny_llama
+    m = tiny_llama(use_cache=True)
     seen = []
     class Look(Callback):
         def on_step_end(self, state): seen.append(m.config.use_cache)
@@ -126,3 +125,27 @@ def test_get_accelerator_after_a_trl_style_state():
     assert get_accelerator().mixed_precision == accelerate_precision(resolve_precision())
     assert get_accelerator("fp32").mixed_precision == "no"
     release_accelerator()
+
+
+def test_fit_records_its_precision_and_inference_after_fit_uses_it(monkeypatch):
+    "A run trained in fp32 where 'auto' means bf16 (a GPU; here FTLAB_PRECISION stands in) is evaluated in fp32, not bf16."
+    import contextlib, warnings
+    from ftlab.engine import evaluate, fit, inference_autocast, resolve_precision, trained_precision
+    from ftlab.testing import tiny_bert, toy_dataset
+    assert resolve_precision("no") == "fp32" and resolve_precision("fp16") == "fp16"
+    with pytest.raises(ValueError, match="precision must be one of"): resolve_precision("int8")
+    monkeypatch.setenv("FTLAB_PRECISION", "bf16")
+    ds = toy_dataset(64)
+    r = fit(tiny_bert(), ds, max_steps=2, batch_size=32, progress=False, plot=False, precision="fp32")
+    assert (r.precision, trained_precision(r.model)) == ("fp32", "fp32")
+    assert isinstance(inference_autocast(r.model), contextlib.nullcontext)
+    assert isinstance(inference_autocast(r.model, "auto"), torch.autocast)      # asked for: as asked
+    assert trained_precision(tiny_bert()) == "auto" and isinstance(inference_autocast(tiny_bert()), torch.autocast)
+    seen = []
+    monkeypatch.setattr("ftlab.engine.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
+    evaluate(r.model, ds)
+    assert seen == ["fp32"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert fit(tiny_bert(), ds, max_steps=1, batch_size=32, progress=False, plot=False, mixed_precision="bf16").precision == "bf16"
+    assert any(issubclass(x.category, DeprecationWarning) for x in w)

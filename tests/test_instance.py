@@ -26,7 +26,7 @@ def query(ds, i): return {k: v for k, v in Collator()([ds[i]]).items() if k != "
 def trained():
     pool, queries = toy_dataset(96, seed=3), toy_dataset(10, seed=4)
     m = tiny_bert(seed=1, dropout=0.0)
-    fit(m, pool, max_steps=6, batch_size=16, lr=3e-3, progress=False, plot=False, mixed_precision="fp32")
+    fit(m, pool, max_steps=6, batch_size=16, lr=3e-3, progress=False, plot=False, precision="fp32")
     _, nb = NeighbourIndex(counts(pool)).search(counts(queries), 8)
     return m.eval(), pool, queries, nb
 
@@ -71,7 +71,7 @@ def test_prediction_does_not_depend_on_previous_inputs(trained):
 def test_union_finetune_leaves_no_trace_and_uses_the_union(trained):
     m, pool, queries, nb = trained
     base = state(m)
-    u = union_finetune(m, pool, queries, nb, k=4, lr=1e-2, epochs=1, batch_size=8, mixed_precision="fp32")
+    u = union_finetune(m, pool, queries, nb, k=4, lr=1e-2, epochs=1, batch_size=8, precision="fp32")
     assert same(base, state(m)) and not m.training
     assert u["n_train"] == len(set(nb[:, :4].flatten().tolist())) == len(union_of_neighbours(nb, 4))
     with torch.no_grad(): plain = m(**Collator()([{k: v for k, v in queries[i].items() if k != "labels"} for i in range(1)])).logits
@@ -81,7 +81,7 @@ def test_union_finetune_leaves_no_trace_and_uses_the_union(trained):
 def test_loop_matches_fit():
     toy = toy_dataset(8, seed=1); q = query(toy_dataset(4, seed=9), 0)
     ref = tiny_bert(seed=0, dropout=0.0)
-    fit(ref, toy, max_steps=3, batch_size=8, lr=1e-2, scheduler="constant", progress=False, plot=False, mixed_precision="fp32")
+    fit(ref, toy, max_steps=3, batch_size=8, lr=1e-2, scheduler="constant", progress=False, plot=False, precision="fp32")
     ours = tiny_bert(seed=0, dropout=0.0).eval()
     got = adapt_predict(ours, Collator()([toy[i] for i in range(8)]), q, scope_names(ours, "all"), steps=3, lr=1e-2, precision="fp32")
     with torch.no_grad(): want = ref.eval()(**q).logits

@@ -10,15 +10,9 @@ from ftlab import rl
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from ftlab.assets import model_path
-    tok = AutoTokenizer.from_pretrained(model_path("causal_lm"))
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg).eval(), tok
+def tiny(tiny_lm):
+    "A random 2-layer Llama with SmolLM2's tokenizer (`tiny_lm` in conftest.py, from `ftlab.testing.tiny_llama`)."
+    return tiny_lm
 
 
 PAIRS = pd.DataFrame(dict(prompt=["This movie was", "The plot", "I watched it", "The actors"],
@@ -184,7 +178,7 @@ def test_dpo_with_fit_starts_at_ln2_and_grows_the_margin(tiny):
     model, tok = tiny
     pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
     res = fit(pol, pf.pair_dataset(PAIRS, tok), loss_fn=pf.dpo_loss_fn(0.1), frozen=dict(ref=model), collate_fn=pf.PairCollator(tok.pad_token_id),
-              task="lm", max_steps=4, batch_size=4, lr=1e-2, weight_decay=0.0, plot=False, progress=False, log_every=1, mixed_precision="no")
+              task="lm", max_steps=4, batch_size=4, lr=1e-2, weight_decay=0.0, plot=False, progress=False, log_every=1, precision="no")
     h = res.history
     assert h.loss.iloc[0] == pytest.approx(math.log(2), abs=1e-5) and h.margin.iloc[0] == pytest.approx(0.0, abs=1e-6)
     assert h.margin.iloc[-1] > 0 and h.loss.iloc[-1] < math.log(2)   # the same 4 pairs every step: the margin must grow

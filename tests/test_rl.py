@@ -8,16 +8,9 @@ from ftlab import rl
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    "A 2-layer random Llama with SmolLM2's tokenizer: the real code path at test speed."
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from ftlab.assets import model_path
-    tok = AutoTokenizer.from_pretrained(model_path("causal_lm"))
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return LlamaForCausalLM(cfg).eval(), tok
+def tiny(tiny_lm):
+    "A random 2-layer Llama with SmolLM2's tokenizer (`tiny_lm` in conftest.py, from `ftlab.testing.tiny_llama`)."
+    return tiny_lm
 
 
 def test_q_update_by_hand():
