@@ -1,4 +1,4 @@
-"""Adapt the model to each input at prediction time: fine-tune on the input's nearest labelled neighbours (TTT-NN) and restore the weights exactly, or train on the input itself with a masked-LM loss (test-time training) — against the base model, a kNN classifier and one fine-tune on all the neighbours, with the cost per prediction.
+"""Adapt the model to each input at prediction time: fine-tune on the input's nearest labelled neighbours (TTT-NN, as one batch or one neighbour at a time as Hardt & Sun do) and restore the weights exactly, or train on the input itself with a masked-LM loss (test-time training) — against the base model, a kNN classifier and one fine-tune on all the neighbours, with the cost per prediction.
 
 Docs: https://ftlab.github.io/ftlab/nbs/instance_based.html.md"""
 
@@ -18,9 +18,9 @@ from .finetune import HeadOnFeatures, block_of, head_blocks, layer_blocks
 from .mlm import MaskingCollator, mlm_loss
 
 # %% auto #0
-__all__ = ['SCOPES', 'normalise', 'NeighbourIndex', 'knn_predict', 'scope_names', 'snapshot', 'restore', 'adapt_predict',
-           'nearest_neighbour_ttt', 'union_of_neighbours', 'union_finetune', 'masked_views', 'input_seed', 'mlm_ttt',
-           'neighbour_table']
+__all__ = ['SCOPES', 'SCHEDULES', 'normalise', 'NeighbourIndex', 'knn_predict', 'scope_names', 'snapshot', 'restore',
+           'adapt_predict', 'neighbour_support', 'nearest_neighbour_ttt', 'union_of_neighbours', 'union_finetune',
+           'masked_views', 'input_seed', 'mlm_ttt', 'neighbour_table', 'tune_lr']
 
 # %% ../nbs/80_instance_based.ipynb #a4b25530
 def normalise(x) -> torch.Tensor:
@@ -93,17 +93,20 @@ def restore(model, snap: dict):
 
 # %% ../nbs/80_instance_based.ipynb #584f0ed4
 def adapt_predict(model,                       # the base model (left exactly as it was)
-                  support: dict,               # the collated batch to adapt on (with `labels` for the default loss)
+                  support,                     # a collated batch to adapt on (with `labels` for the default loss), or a list of them
                   query: dict,                 # the collated batch to predict (no labels needed)
                   names: Sequence[str],        # the parameters that may change (`scope_names`)
-                  steps: int = 1,              # optimizer steps on `support`
+                  steps: int = 1,              # optimizer steps on a batch; on a list: passes over it, one step per batch in order
                   lr: float = 1e-4,            # AdamW learning rate (constant)
                   weight_decay: float = 0.01,  # decay of the parameters `no_decay` does not exempt
                   max_grad_norm: float | None = 1.0,  # clip the gradient norm, as `fit` does
                   loss_fn: Callable | None = None,    # `loss_fn(model, batch, state)` as in `fit`; default: the model's own loss
-                  precision: str = "auto") -> dict:   # 'auto', 'fp32', 'bf16' or 'fp16' (see `resolve_precision`)
-    "Adapt `names` of `model` on `support` for `steps` steps, return the `query` logits and the losses, and restore `model` exactly."
+                  precision: str = "auto",     # 'auto', 'fp32', 'bf16' or 'fp16' (see `resolve_precision`)
+                  return_cls: bool = False,    # also return the query's last-layer [CLS] state after adapting (`cls`)
+                  ) -> dict:
+    "Adapt `names` of `model` on `support` (`steps` steps, or one step per batch of a list), return the `query` logits and the losses, and restore `model` exactly."
     if steps < 0: raise ValueError(f"adapt_predict: steps must be >= 0, got {steps}.")
+    batches = list(support) if isinstance(support, (list, tuple)) else [support]
     ps = dict(model.named_parameters())
     flags, was = {n: p.requires_grad for n, p in ps.items()}, model.training
     snap, loss_fn, ac, losses = snapshot(model, names), loss_fn or default_loss, inference_autocast(model, precision), []
@@ -112,47 +115,66 @@ def adapt_predict(model,                       # the base model (left exactly as
         for n in snap: ps[n].grad = None
         model.eval()
         for n, p in ps.items(): p.requires_grad_(n in snap)
-        if steps:
+        if steps and batches:
             opt = adamw(param_groups(model, lr, weight_decay, trainable_only=True), lr, weight_decay)
             trainable = [ps[n] for n in snap]
             for _ in range(steps):
-                with ac: loss = loss_fn(model, support, None)
-                loss.backward()
-                if max_grad_norm: torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                opt.step(); opt.zero_grad(set_to_none=True); losses.append(float(loss.detach()))
-        with torch.no_grad(), ac: logits = model(**query).logits.float()
+                for b in batches:
+                    with ac: loss = loss_fn(model, b, None)
+                    loss.backward()
+                    if max_grad_norm: torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+                    opt.step(); opt.zero_grad(set_to_none=True); losses.append(float(loss.detach()))
+        with torch.no_grad(), ac: out = model(**query, **({"output_hidden_states": True} if return_cls else {}))
+        r = dict(logits=out.logits.float(), losses=losses)
+        if return_cls: r["cls"] = out.hidden_states[-1][:, 0].float()
     finally:
         restore(model, snap)
         for n, p in ps.items(): p.requires_grad_(flags[n])
         for n, g in grads.items(): ps[n].grad = g
         model.train(was)
-    return dict(logits=logits, losses=losses)
+    return r
 
 # %% ../nbs/80_instance_based.ipynb #27cdb562
+SCHEDULES = ("batch", "sequential")
+
 def _batch(cols: dict, rows, collate, labels: bool = True) -> dict:
     return collate({k: [cols[k][j] for j in rows] for k in cols if labels or k != "labels"})
+
+def neighbour_support(cols: dict,            # the pool's columns (`engine.columns`)
+                      rows: Sequence[int],   # one query's neighbour rows, nearest first
+                      collate,               # a `Collator`
+                      schedule: str = "batch"):  # 'batch' (one batch of all rows) or 'sequential' (one batch per row, in order)
+    "The support of one query: its neighbours as one batch, or (Hardt & Sun) as one single-row batch each, nearest first."
+    if schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    return _batch(cols, rows, collate) if schedule == "batch" else [_batch(cols, [r], collate) for r in rows]
+
+def _row(i, r, t) -> dict:
+    return dict(row=i, logits=r["logits"][0].tolist(), pred=int(r["logits"][0].argmax()), seconds=time.perf_counter() - t,
+                first_loss=r["losses"][0] if r["losses"] else np.nan, last_loss=r["losses"][-1] if r["losses"] else np.nan,
+                **({"cls": r["cls"][0].tolist()} if "cls" in r else {}))
 
 def nearest_neighbour_ttt(model,                 # the base model (restored exactly after every input)
                           pool,                  # the labelled pool: a tokenized `Dataset` (or one with a `features` column)
                           queries,               # the test inputs, in the same format (labels, if any, are not used)
                           neighbours,            # `(n_queries, >= k)` pool rows of each query's neighbours, nearest first
                           k: int = 8,            # neighbours to adapt on
-                          steps: int = 1,        # optimizer steps per input
+                          steps: int = 1,        # 'batch': optimizer steps on the k neighbours; 'sequential': passes (one step per neighbour)
                           lr: float = 1e-4,      # learning rate of the adaptation
                           scope="all",           # which parameters adapt (`SCOPES`)
                           tokenizer=None,        # for the pad id
                           precision: str = "auto",
+                          schedule: str = "batch",  # 'batch': the k neighbours as one batch; 'sequential': one step per neighbour, nearest first
                           **kw) -> pd.DataFrame: # more `adapt_predict` arguments
     "For every query: adapt on its `k` nearest pool rows, predict, restore. One row per query: logits, prediction, seconds, losses."
     neighbours = torch.as_tensor(neighbours)
     if neighbours.shape[1] < k: raise ValueError(f"nearest_neighbour_ttt: {neighbours.shape[1]} neighbours per query, k={k} asked.")
+    if schedule not in SCHEDULES: raise ValueError(f"nearest_neighbour_ttt: schedule must be one of {SCHEDULES}, got {schedule!r}.")
     pc, qc, collate, names, out = columns(pool), columns(queries), Collator(tokenizer), scope_names(model, scope), []
     for i in range(len(neighbours)):
         t = time.perf_counter()
-        r = adapt_predict(model, _batch(pc, neighbours[i, :k].tolist(), collate), _batch(qc, [i], collate, labels=False),
+        r = adapt_predict(model, neighbour_support(pc, neighbours[i, :k].tolist(), collate, schedule), _batch(qc, [i], collate, labels=False),
                           names, steps=steps, lr=lr, precision=precision, **kw)
-        out.append(dict(row=i, logits=r["logits"][0].tolist(), pred=int(r["logits"][0].argmax()), seconds=time.perf_counter() - t,
-                        first_loss=r["losses"][0] if r["losses"] else np.nan, last_loss=r["losses"][-1] if r["losses"] else np.nan))
+        out.append(_row(i, r, t))
     return pd.DataFrame(out)
 
 def union_of_neighbours(neighbours, k: int) -> list[int]:
@@ -204,7 +226,9 @@ def mlm_ttt(model,                  # the base classifier (restored exactly afte
             lr: float = 1e-4,       # learning rate of the adaptation
             scope="encoder",        # which parameters adapt (`SCOPES`)
             seed: int = 0,          # masking seed; each input's masks are seeded by `seed` and its own token ids
-            precision: str = "auto") -> pd.DataFrame:
+            precision: str = "auto",
+            return_cls: bool = False,  # also keep each input's adapted last-layer [CLS] state (`cls` column)
+            ) -> pd.DataFrame:
     "Test-time training: for every query, `steps` masked-LM steps on `views` masked copies of it, predict, restore."
     qc, collate, names, out = columns(queries), Collator(tokenizer), scope_names(model, scope), []
     head_flags = [p.requires_grad for p in head.parameters()]
@@ -217,9 +241,8 @@ def mlm_ttt(model,                  # the base classifier (restored exactly afte
             t = time.perf_counter()
             row = {k: qc[k][i] for k in qc if k != "labels"}
             r = adapt_predict(model, masked_views(row, tokenizer, views, input_seed(row["input_ids"], seed)), _batch(qc, [i], collate, labels=False),
-                              names, steps=steps, lr=lr, loss_fn=loss_fn, precision=precision)
-            out.append(dict(row=i, logits=r["logits"][0].tolist(), pred=int(r["logits"][0].argmax()), seconds=time.perf_counter() - t,
-                            first_loss=r["losses"][0] if r["losses"] else np.nan, last_loss=r["losses"][-1] if r["losses"] else np.nan))
+                              names, steps=steps, lr=lr, loss_fn=loss_fn, precision=precision, return_cls=return_cls)
+            out.append(_row(i, r, t))
     finally:
         for p, f in zip(head.parameters(), head_flags): p.requires_grad_(f)
     return pd.DataFrame(out)
@@ -233,3 +256,23 @@ def neighbour_table(distances, indices,  # one query's row of `NeighbourIndex.se
     t = pool_frame.iloc[i.tolist()].reset_index(names="pool_row")
     t.insert(0, "distance", d.numpy().round(4)); t.index = pd.RangeIndex(1, len(t) + 1, name="rank")
     return t
+
+# %% ../nbs/80_instance_based.ipynb #tunelr01
+def tune_lr(score: Callable,           # `score(lr)`: higher is better (a number, or a tuple compared in order, e.g. (accuracy, -log_loss))
+            lrs: Sequence[float],      # the starting grid, ascending and evenly spaced in log
+            max_extend: int = 4):      # at most this many rates added past the edges
+    "The best rate of a log grid, widened by one rate past whichever edge wins until the winner is interior; `(lr, table)`."
+    lrs = sorted(float(x) for x in lrs)
+    if len(lrs) < 3: raise ValueError(f"tune_lr: an interior choice needs a grid of at least 3 rates, got {lrs}.")
+    ratio = (lrs[-1] / lrs[0]) ** (1 / (len(lrs) - 1))
+    scores = {lr: score(lr) for lr in lrs}
+    for _ in range(max_extend):
+        best = max(sorted(scores), key=lambda x: scores[x])          # the smallest rate among ties
+        grid = sorted(scores)
+        if grid[0] < best < grid[-1]: break
+        new = float(f"{best / ratio if best == grid[0] else best * ratio:.1g}")   # one significant digit: 3e-2, not 3.16e-2
+        scores[new] = score(new)
+    best = max(sorted(scores), key=lambda x: scores[x]); grid = sorted(scores)
+    table = pd.DataFrame(dict(lr=grid, score=[scores[x] for x in grid], chosen=[x == best for x in grid]))
+    table.attrs["interior"] = bool(grid[0] < best < grid[-1])
+    return best, table

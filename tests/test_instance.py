@@ -1,11 +1,12 @@
-"""ftlab.instance: exact restore, order independence, retrieval against brute force, kNN against scikit-learn, the loop against fit, TTT-MLM's reach."""
+"""ftlab.instance: exact restore, the sequential (Hardt & Sun) schedule, interior rate choice, order independence, retrieval against brute force, kNN against scikit-learn, the loop against fit, TTT-MLM's reach."""
 import numpy as np
 import pytest
 import torch
 
 from ftlab.engine import Collator, fit
-from ftlab.instance import (NeighbourIndex, adapt_predict, knn_predict, masked_views, mlm_ttt, nearest_neighbour_ttt, normalise,
-                            restore, scope_names, snapshot, union_finetune, union_of_neighbours)
+from ftlab.engine import columns
+from ftlab.instance import (NeighbourIndex, adapt_predict, knn_predict, masked_views, mlm_ttt, nearest_neighbour_ttt, neighbour_support,
+                            normalise, restore, scope_names, snapshot, tune_lr, union_finetune, union_of_neighbours)
 from ftlab.mlm import mlm_loss, tied_mlm_head
 from ftlab.testing import tiny_bert, toy_dataset
 
@@ -174,3 +175,51 @@ def test_gradients_left_by_the_caller_do_not_leak(trained):
     assert torch.equal(clean, got)
     assert all(torch.equal(p.grad, stale[n]) for n, p in m.named_parameters())     # and they are put back
     for p in m.parameters(): p.grad = None
+
+
+def test_sequential_schedule_is_one_step_per_neighbour_nearest_first(trained):
+    m, pool, queries, nb = trained
+    base, cols, coll = state(m), columns(pool), Collator()
+    rows = nb[0, :5].tolist()
+    seq = neighbour_support(cols, rows, coll, "sequential")
+    assert [b["input_ids"].shape[0] for b in seq] == [1] * 5
+    assert all(torch.equal(b["input_ids"], coll([pool[r]])["input_ids"]) for b, r in zip(seq, rows))   # nearest first
+    names, q = scope_names(m, "all"), query(queries, 0)
+    r = adapt_predict(m, seq, q, names, steps=1, lr=3e-3, precision="fp32")
+    assert len(r["losses"]) == 5 and same(base, state(m))
+    with torch.no_grad(): assert abs(r["losses"][0] - m(**seq[0]).loss.item()) < 1e-6     # first step: the nearest, at the base weights
+    assert len(adapt_predict(m, seq, q, names, steps=2, lr=3e-3, precision="fp32")["losses"]) == 10   # steps = passes over the list
+    rev = adapt_predict(m, seq[::-1], q, names, steps=1, lr=3e-3, precision="fp32")
+    assert not torch.equal(r["logits"], rev["logits"])                                  # the order is part of the method
+    one_b = adapt_predict(m, neighbour_support(cols, rows[:1], coll, "batch"), q, names, steps=1, lr=3e-3, precision="fp32")
+    one_s = adapt_predict(m, neighbour_support(cols, rows[:1], coll, "sequential"), q, names, steps=1, lr=3e-3, precision="fp32")
+    assert torch.equal(one_b["logits"], one_s["logits"])                                # k = 1: the same update
+    batch = nearest_neighbour_ttt(m, pool, queries, nb, k=5, steps=1, lr=3e-3, precision="fp32")
+    runs = nearest_neighbour_ttt(m, pool, queries, nb, k=5, steps=1, lr=3e-3, precision="fp32", schedule="sequential")
+    assert runs.logits[0] == r["logits"][0].tolist() and runs.logits.tolist() != batch.logits.tolist()
+    assert same(base, state(m))
+    with pytest.raises(ValueError, match="schedule must be one of"): nearest_neighbour_ttt(m, pool, queries, nb, schedule="random")
+
+
+def test_adapt_predict_returns_the_adapted_cls_state(trained):
+    m, pool, queries, nb = trained
+    q, names = query(queries, 0), scope_names(m, "encoder")
+    sup = Collator()([pool[i] for i in nb[0].tolist()])
+    still = adapt_predict(m, sup, q, names, steps=0, precision="fp32", return_cls=True)
+    with torch.no_grad(): want = m(**q, output_hidden_states=True).hidden_states[-1][:, 0]
+    torch.testing.assert_close(still["cls"], want)
+    moved = adapt_predict(m, sup, q, names, steps=2, lr=1e-2, precision="fp32", return_cls=True)
+    assert not torch.equal(moved["cls"], still["cls"]) and "cls" not in adapt_predict(m, sup, q, names, steps=0, precision="fp32")
+
+
+def test_tune_lr_widens_the_grid_until_the_choice_is_interior():
+    seen = []
+    def peaked(lr): seen.append(lr); return -abs(np.log10(lr) - np.log10(3e-2))
+    lr, tab = tune_lr(peaked, [1e-4, 1e-3, 1e-2])
+    assert lr == pytest.approx(1e-2) and tab.attrs["interior"] and np.allclose(tab.lr, [1e-4, 1e-3, 1e-2, 1e-1])
+    assert len(seen) == len(set(seen)) == 4
+    lr, tab = tune_lr(lambda lr: -abs(np.log10(lr) + 6), [1e-4, 1e-3, 1e-2], max_extend=5)     # widened downward, twice
+    assert lr == pytest.approx(1e-6) and tab.attrs["interior"] and np.allclose(tab.lr.iloc[0], 1e-7)
+    lr, tab = tune_lr(lambda lr: (0.5, -lr), [1e-3, 1e-2, 1e-1], max_extend=2)                # ties on accuracy: log-lik decides
+    assert not tab.attrs["interior"] and len(tab) == 5 and lr == pytest.approx(1e-5)          # the cap stops it, and says so
+    with pytest.raises(ValueError, match="at least 3 rates"): tune_lr(peaked, [1e-3, 1e-2])
