@@ -460,6 +460,7 @@ def tuned_compare(strategies,                     # names in `STRATEGIES`
                   dataset="sentiment/movie",      # a bundled dataset with train, validation and test splits
                   *,
                   seeds=(0, 1, 2),                # training seeds; the first one also chooses the rate
+                  seeds_for: dict | None = None,  # strategy -> its own seeds (default `seeds`), e.g. more for the pair a claim compares
                   model: str = "encoder",         # encoder asset, local path or hub id
                   n_train: int | None = 2000,     # training examples (seeded subset; None: all)
                   n_val: int | None = 500,        # validation examples the rate is chosen on (None: all)
@@ -468,38 +469,42 @@ def tuned_compare(strategies,                     # names in `STRATEGIES`
                   data_seed: int = 0,             # seed of the subsets (fixed across training seeds)
                   overrides: dict | None = None,  # per-strategy keyword arguments besides `lr`
                   verbose: bool = True) -> pd.DataFrame:
-    "Per strategy: choose the rate in `lr_grid` on validation with the first seed, then train every seed at it and score test; one row per run."
+    "Per strategy: choose the rate in `lr_grid` on validation with its first seed, then train every seed at it and score test; one row per run."
     for s in strategies:
         get_strategy(s)
         if not lr_grid.get(s): raise ValueError(f"tuned_compare: no learning rates for {s!r} in lr_grid (it has {sorted(lr_grid)}).")
-    seeds = list(seeds)
-    if not seeds: raise ValueError("tuned_compare needs at least one seed.")
+    seeds_of = {s: list((seeds_for or {}).get(s, seeds)) for s in strategies}
+    if unknown := set(seeds_for or {}) - set(strategies):
+        raise ValueError(f"tuned_compare: seeds_for names {sorted(unknown)}, which are not among the strategies {list(strategies)}.")
+    if empty := [s for s, v in seeds_of.items() if not v]: raise ValueError(f"tuned_compare needs at least one seed (none for {empty}).")
     tok = AutoTokenizer.from_pretrained(model_path(model))
     tr, va, te, names = tokenized_splits(dataset, tok, max_length, n_train, n_test, data_seed, validation=True, n_val=n_val)
     num_labels = len(names) if names else len(set(tr["labels"]))
     rows = []
-    def run(s, lr, seed, phase):   # train and score validation; returns (row, model)
-        row, r = run_strategy(s, tr, va, model=model, num_labels=num_labels, seed=seed, tokenizer=tok, epochs=epochs,
-                              batch_size=batch_size, lr=lr, **(overrides or {}).get(s, {}))
-        out = dict(strategy=s, lr=lr, seed=seed, phase=phase, chosen=phase == "repeat", val_accuracy=row["accuracy"],
-                   accuracy=np.nan, macro_f1=np.nan, steps=row["steps"], trainable_params=row["trainable_params"],
-                   train_time_s=row["train_time_s"])
+    def run(s, lr, seed, phase):   # train; a tuning run is scored on validation, a repeat on test only; returns (row, model)
+        row, r = run_strategy(s, tr, va if phase == "tune" else te, model=model, num_labels=num_labels, seed=seed, tokenizer=tok,
+                              epochs=epochs, batch_size=batch_size, lr=lr, **(overrides or {}).get(s, {}))
+        tune = phase == "tune"
+        out = dict(strategy=s, lr=lr, seed=seed, phase=phase, chosen=not tune, val_accuracy=row["accuracy"] if tune else np.nan,
+                   accuracy=np.nan if tune else row["accuracy"], macro_f1=np.nan if tune else row["macro_f1"], steps=row["steps"],
+                   trainable_params=row["trainable_params"], train_time_s=row["train_time_s"])
         rows.append(out)
         return out, r.model
-    def score_test(out, m):        # the test split, scored only for the runs that count
-        ev = evaluate(m, te, tokenizer=tok); out.update(accuracy=ev["accuracy"], macro_f1=ev["macro_f1"])
-        if verbose: print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {out['val_accuracy']:.4f}  "
+    def say(out):
+        val = "  –   " if np.isnan(out["val_accuracy"]) else f"{out['val_accuracy']:.4f}"
+        if verbose: print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {val}  "
                           f"test {out['accuracy']:.4f}  {out['train_time_s']:5.1f}s", flush=True)
     for s in strategies:
         best = best_model = None
         for lr in lr_grid[s]:          # the grid, on validation: only the best model so far is kept
-            out, m = run(s, lr, seeds[0], "tune")
-            if verbose: print(f"{s:>15s}  lr {lr:<8g} seed {seeds[0]}  val {out['val_accuracy']:.4f}  (tuning)", flush=True)
+            out, m = run(s, lr, seeds_of[s][0], "tune")
+            if verbose: print(f"{s:>15s}  lr {lr:<8g} seed {seeds_of[s][0]}  val {out['val_accuracy']:.4f}  (tuning)", flush=True)
             if best is None or out["val_accuracy"] > best["val_accuracy"]: best, best_model = out, m
             del m; trim_memory()
-        best["chosen"] = True; score_test(best, best_model); best_model = None; trim_memory()
-        for seed in seeds[1:]:
-            out, m = run(s, best["lr"], seed, "repeat"); score_test(out, m); del m; trim_memory()
+        ev = evaluate(best_model, te, tokenizer=tok)   # the test split, scored only for the runs that count
+        best.update(chosen=True, accuracy=ev["accuracy"], macro_f1=ev["macro_f1"]); say(best); best_model = None; trim_memory()
+        for seed in seeds_of[s][1:]:
+            out, m = run(s, best["lr"], seed, "repeat"); say(out); del m; trim_memory()
     df = pd.DataFrame(rows)
     df.attrs.update(n_train=len(tr), n_val=len(va), n_test=len(te), epochs=epochs)
     return df
