@@ -19,14 +19,14 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .engine import FitResult, Stream, features, inference_batches, tokenize
 from .finetune import get_strategy
-from .mlm import continue_pretraining, tied_mlm_head
+from .mlm import continue_pretraining, fixed_masks, heldout_mlm_loss, tied_mlm_head
 
 # %% auto #0
 __all__ = ['PENALTIES', 'METHODS', 'FeatureClassifier', 'features_and_logits', 'feature_dim', 'encode_texts', 'feature_dataset',
-           'domain_probabilities', 'clip_normalise', 'importance_weights', 'effective_sample_size', 'reweighted_loss',
-           'covariance', 'coral_loss', 'median_bandwidth', 'mmd_loss', 'alignment_loss', 'GradientReversal',
-           'gradient_reversal', 'dann_lambda', 'domain_classifier', 'dann_loss', 'proxy_a_distance', 'adapted_features',
-           'pca_2d', 'adapt', 'dapt']
+           'domain_probabilities', 'clip_normalise', 'importance_weights', 'effective_sample_size',
+           'validation_weights', 'iw_error', 'reweighted_loss', 'covariance', 'coral_loss', 'median_bandwidth',
+           'mmd_loss', 'alignment_loss', 'GradientReversal', 'gradient_reversal', 'dann_lambda', 'annealed_lr',
+           'domain_classifier', 'dann_loss', 'proxy_a_distance', 'adapted_features', 'pca_2d', 'adapt', 'dapt']
 
 # %% ../nbs/60_domain_adaptation.ipynb #5006b495
 class FeatureClassifier(nn.Module):
@@ -137,6 +137,24 @@ def effective_sample_size(w) -> float:
     "Kish's effective sample size $(\\sum w)^2 / \\sum w^2$ of weights `w`."
     w = np.asarray(w, dtype=float); return float(w.sum() ** 2 / (w ** 2).sum())
 
+# %% ../nbs/60_domain_adaptation.ipynb #f9ec27ca
+def validation_weights(source_train, target,  # `(n, d)` features the domain classifier is fitted on
+                       source_val,            # `(m, d)` held-out labelled source features to weight
+                       clip: float = 20.0,    # largest weight after normalising to mean 1
+                       C: float = 1.0, seed: int = 0):
+    "Importance weights of held-out source rows: a logistic-regression domain classifier fitted on `source_train` vs `target` scores `source_val`; odds × $n_S/n_T$, clipped and normalised."
+    s, t, v = _np(source_train), _np(target), _np(source_val)
+    X, y = np.concatenate([s, t]), np.r_[np.zeros(len(s)), np.ones(len(t))]
+    p = np.clip(_logreg(C, seed).fit(X, y).predict_proba(v)[:, 1], 1e-6, 1 - 1e-6)
+    return clip_normalise(p / (1 - p) * len(s) / len(t), clip)
+
+def iw_error(wrong,   # 1/0 per held-out source row: the model's prediction is wrong
+             w) -> float:  # the rows' importance weights (see `validation_weights`)
+    "Importance-weighted validation error $\\sum_i w_i e_i / \\sum_i w_i$ (Sugiyama et al. 2007): the target error estimated from labelled source rows, no target label used."
+    e, w = np.asarray(wrong, dtype=float), np.asarray(w, dtype=float)
+    if e.shape != w.shape: raise ValueError(f"iw_error: {e.shape[0]} errors but {w.shape[0]} weights.")
+    return float((w * e).sum() / w.sum())
+
 # %% ../nbs/60_domain_adaptation.ipynb #e4f26501
 def reweighted_loss(weight_col: str = "weight"):  # the training data's column of importance weights
     "A `fit` loss: the mean of `weight_col` × cross-entropy over the batch; logs the unweighted loss and the mean weight."
@@ -229,6 +247,12 @@ def dann_lambda(progress: float,      # training progress $p$ in [0, 1]
     "Ganin et al.'s ramp $2/(1 + e^{-\\gamma p}) - 1$: 0 at the start, about 1 by the end."
     return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
 
+def annealed_lr(optimizer,             # the optimizer `fit` built
+                total_steps: int,      # the run's optimizer steps
+                alpha: float = 10.0, beta: float = 0.75):
+    "Ganin et al.'s annealing $\\mu_p = \\mu_0 / (1 + \\alpha p)^\\beta$, $p$ = step / total: a `fit` scheduler (`scheduler=annealed_lr`)."
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (1 + alpha * s / max(1, total_steps)) ** -beta)
+
 # %% ../nbs/60_domain_adaptation.ipynb #ebd5e44a
 def domain_classifier(in_dim: int,       # width of the features it reads
                       hidden: int = 64,  # its hidden width
@@ -310,7 +334,8 @@ def adapt(method: str,                  # one of `METHODS`
           weight: float = 1.0,          # the penalty's or the domain loss's weight
           gamma: float = 10.0,          # DANN's $\lambda$ ramp
           domain_hidden: int = 64,      # DANN's domain-classifier width
-          domain_lr: float | None = None,  # DANN's domain-classifier learning rate (default: fit's `lr`)
+          domain_lr: float | None = None,  # DANN's domain-classifier learning rate (default: `domain_lr_factor` × fit's `lr`)
+          domain_lr_factor: float = 10.0,  # Ganin et al.: the domain classifier learns ~10× faster than the features
           **fit_kw) -> FitResult:       # the strategy's settings and `fit` arguments (lr, max_steps, batch_size, ...)
     "Train `model` on `source_ds` with domain-adaptation `method` through fine-tuning `strategy`; a `FitResult`."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
@@ -324,8 +349,9 @@ def adapt(method: str,                  # one of `METHODS`
     streams = {"target": Stream(tgt, fit_kw.get("batch_size"))}
     if method in ("coral", "mmd"): return fn(model, source_ds, eval_ds, seed=seed, loss_fn=alignment_loss(method, weight), streams=streams, **fit_kw)
     dc = domain_classifier(feature_dim(model), domain_hidden, seed)
+    dlr = domain_lr if domain_lr is not None else (domain_lr_factor * fit_kw["lr"] if "lr" in fit_kw else None)
     return fn(model, source_ds, eval_ds, seed=seed, loss_fn=dann_loss(gamma=gamma, weight=weight), streams=streams,
-              modules={"domain": (dc, domain_lr) if domain_lr else dc}, **fit_kw)
+              modules={"domain": (dc, dlr) if dlr else dc}, **fit_kw)
 
 # %% ../nbs/60_domain_adaptation.ipynb #39936e42
 def dapt(encoder,                     # the encoder to adapt, in place (a `transformers` BERT-family model)
@@ -336,12 +362,15 @@ def dapt(encoder,                     # the encoder to adapt, in place (a `trans
          steps: int = 40,             # masked-LM steps training the encoder and the head
          batch_size: int = 16,        # texts per step
          head_lr: float = 3e-3,       # the head warm-up's learning rate
-         lr: float = 2e-4,            # the encoder's learning rate
+         lr: float = 5e-5,            # the encoder's learning rate
          seed: int = 0,               # head initialisation, data order and masking
+         heldout=None,                # masked held-out batches (`ftlab.mlm.fixed_masks`): their loss is measured before and after
          **fit_kw) -> dict:           # more `fit` arguments
-    "Domain-adaptive pretraining of `encoder` on `target_text` (the self-supervised chapter's recipe); both stages' `FitResult`s."
+    "Domain-adaptive pretraining of `encoder` on `target_text` (the self-supervised chapter's recipe); both stages' `FitResult`s and the held-out masked-LM loss before and after."
     head = tied_mlm_head(encoder, seed)
     kw = dict(batch_size=batch_size, seed=seed, **fit_kw)
     warm = continue_pretraining(encoder, head, target_text, tokenizer, train_encoder=False, steps=head_steps, lr=head_lr, scheduler="constant", **kw)
+    before = heldout_mlm_loss(encoder, head, heldout) if heldout is not None else None
     mlm = continue_pretraining(encoder, head, target_text, tokenizer, steps=steps, lr=lr, **kw)
-    return dict(head=warm, mlm=mlm)
+    after = heldout_mlm_loss(encoder, head, heldout) if heldout is not None else None
+    return dict(head=warm, mlm=mlm, heldout_before=before, heldout_after=after)

@@ -43,10 +43,18 @@ SAMPLED_REWARD_RANGE = {"reward_vader": 2.0}   # metric: the range of one comple
 # Measured: three fast runs of 50 at 2 threads on one idle machine gave 0.446, 0.415, 0.458 nats and a 1-thread run 0.406
 # (the largest gap 12% of the value); the tolerance for such a row is twice that spread.
 TRAINED_ON_SAMPLES_KL_REL = 0.25
+# A metric that is an affine function of a classification error ε gets the [0, 1] rule through that function: the proxy
+# A-distance is 2(1 − 2ε) (ε: a domain classifier's held-out error), so REPRO_TOL on ε is 4 × REPRO_TOL on the distance.
+# 60's DAPT rows need it: DAPT trains the encoder in bf16, whose sums another thread count orders differently, and two of
+# the fast profile's 100 held-out domain examples flipped (1.48 → 1.56 at 1 and 2 threads) — as an accuracy, 0.02.
+ERROR_SLOPE = {"proxy A-distance": 4.0}   # metric: |d metric / d ε|
+# Recorded and CI values pass through decimal text (the CSVs): their difference carries a rounding error of ~1e-15.
+CSV_ROUNDING = 1e-9
 
 
 def tolerance(recorded: float, ci: float, metric: str = "", n_test: float = float("nan")) -> float:
     if metric in SAMPLED_REWARD_RANGE and n_test > 0: return max(REPRO_TOL, SAMPLED_REWARD_RANGE[metric] / n_test)
+    if metric in ERROR_SLOPE: return ERROR_SLOPE[metric] * REPRO_TOL
     if 0 <= recorded <= 1 and 0 <= ci <= 1: return REPRO_TOL
     return REPRO_REL_TOL * max(abs(recorded), abs(ci))
 
@@ -131,7 +139,7 @@ def fast_rows_verdict(csv: Path) -> tuple[str, str]:
         own = pd.to_numeric(own.loc[rec.index], errors="coerce")
         both["tol"] = [max(t, sampled_tolerance(k[KEY.index("metric")], o, r, c))
                        for k, t, o, r, c in zip(both.index, both.tol, own, both.recorded, both.ci)]
-    off = both[(both.ci - both.recorded).abs() > both.tol]
+    off = both[(both.ci - both.recorded).abs() > both.tol + CSV_ROUNDING]
     if not off.empty:
         return "differ", (f"{csv.name}: CI's fast rows differ from the recorded ones beyond the tolerance:\n{off.to_string()}\n"
                           f"If the difference is real (a changed dependency, a new machine kind), re-record with {cmd}.")
@@ -143,6 +151,12 @@ def test_tolerance_of_a_sampled_mean_reward():
     assert tolerance(-0.05, -0.04, "reward_vader", 24) == pytest.approx(2 / 24)
     assert tolerance(0.30, 0.31, "reward_vader", 400) == REPRO_TOL   # never tighter than the [0, 1] rule
     assert tolerance(0.30, 0.31) == REPRO_TOL and tolerance(5.0, 5.1) == pytest.approx(REPRO_REL_TOL * 5.1)
+
+
+def test_tolerance_of_a_proxy_a_distance():
+    # 2(1 - 2ε): two flips in 100 held-out domain examples (ε ± 0.02) pass, as they would for an accuracy; three do not
+    t = tolerance(1.48, 1.56, "proxy A-distance")
+    assert t == pytest.approx(0.08) and abs(1.56 - 1.48) <= t + CSV_ROUNDING and abs(1.60 - 1.48) > t + CSV_ROUNDING
 
 
 @pytest.mark.parametrize("csv", recordings())
