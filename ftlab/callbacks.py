@@ -37,6 +37,9 @@ class TrainState:
     seed: int = 0
     last_loss: object = None                           # the last optimizer step's loss (a 0-d tensor), see `loss`
     last_logs: dict = field(default_factory=dict)      # the last optimizer step's logs (values may be tensors), see `logs`
+    batch_size: int = 0                                # global examples per micro-batch (a checkpoint records it)
+    grad_accum: int = 1                                # micro-batches per optimizer step (a checkpoint records it)
+    window: object = None                              # the loop's logging window: loss and logs summed since the last log
 
     @property
     def loss(self) -> float:
@@ -54,6 +57,7 @@ class Callback:
     def on_epoch_start(self, state): pass
     def on_step_end(self, state): pass
     def on_evaluate(self, state, metrics): pass
+    def on_step_complete(self, state): pass
     def on_epoch_end(self, state): pass
     def on_fit_end(self, state): pass
 

@@ -28,11 +28,19 @@ from .inference import _check_eval
 from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'fit', 'add_lm_labels']
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
     "The training loss became NaN or infinite."
+
+def _diverged(value, step: int, output_dir) -> TrainingDiverged:
+    "The error for a loss that became `value` by `step`, naming the last good checkpoint in `output_dir` and what to try."
+    last = latest_checkpoint(output_dir) if output_dir else None
+    return TrainingDiverged(f"The training loss became {value} at or before step {step}. "
+                            + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
+                            + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
+                              "add warm-up, or check the data for extreme or invalid labels.")
 
 @dataclass
 class FitResult:
@@ -109,6 +117,37 @@ def _check_resume(st: dict, **now):
     if diff: warnings.warn(f"fit: resuming from {st.get('path')} with {', '.join(diff)}: the data order and the steps differ from the run that wrote it, "
                            f"so the result will not match an uninterrupted run. Pass the checkpoint's values to continue it exactly.", stacklevel=4)
 
+# %% ../nbs/01_engine.ipynb #c01ckp01
+class Checkpointing(Callback):
+    "Write `checkpoint-<step>` to `output_dir` every `save_every` optimizer steps (never of a diverged model), keeping the newest `save_total_limit`; `resume_from` continues a run."
+    order = 100   # last, and on `on_step_complete`: after the step's logging, the other callbacks and its evaluation
+    def __init__(self,
+                 output_dir=None,                  # where checkpoints go (one run's directory)
+                 save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
+                 save_total_limit: int | None = 2, # keep only the newest N checkpoints (None: all)
+                 resume_from=None):                # a checkpoint, or an `output_dir` (its newest intact checkpoint)
+        self.output_dir, self.save_every, self.save_total_limit, self.resume_from = output_dir, save_every, save_total_limit, resume_from
+    def check(self):
+        "Refuse settings that make no sense and an `output_dir` that holds another run's checkpoints (`fit` calls it before any work)."
+        _check_run_dir(self.output_dir, self.resume_from, self.save_every, self.save_total_limit)
+    def save(self, state):
+        "Write `checkpoint-<step>` of `state` (the window's loss must be finite) and prune the oldest beyond `save_total_limit`."
+        acc, saved = state.accelerator, state.window.saved()
+        if not math.isfinite(saved["loss"]): raise _diverged(saved["loss"], state.step, self.output_dir)
+        save_checkpoint(Path(self.output_dir)/f"checkpoint-{state.step}", state.model, state.optimizer, state.scheduler,
+                        dict(step=state.step, history=state.history, running=saved, seed=state.seed, batch_size=state.batch_size,
+                             grad_accum=state.grad_accum), acc, state.modules)
+        if acc.is_main_process and self.save_total_limit:
+            for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+    def on_step_complete(self, state):
+        if self.save_every and state.step % self.save_every == 0: self.save(state)
+
+def _checkpointing(callbacks) -> Checkpointing | None:
+    "The run's `Checkpointing` callback, if it has one (at most one)."
+    cks = [c for c in callbacks if isinstance(c, Checkpointing)]
+    if len(cks) > 1: raise ValueError(f"fit: {len(cks)} Checkpointing callbacks; a run writes its checkpoints to one output_dir.")
+    return cks[0] if cks else None
+
 # %% ../nbs/01_engine.ipynb #bb90d077
 def _release(acc, *objs):
     "Forget what `acc.prepare` registered for this run: the shared Accelerator would otherwise keep every fitted model alive."
@@ -154,6 +193,29 @@ class _Window:
         self._flush(); n = max(1, self.n)
         return self.loss / n, {k: v / n for k, v in self.logs.items()}
 
+# %% ../nbs/01_engine.ipynb #c01evl01
+@dataclass
+class Evaluation:
+    "How `fit` evaluates on `eval_ds`: how often, in what batches, and how outputs become metrics."
+    every: int | None = None             # evaluate every N optimizer steps (None: at the end of each epoch)
+    batch_size: int = 64                 # evaluation batch size
+    metrics: Callable | None = None      # custom `metrics(preds, labels) -> dict`
+    predict_fn: Callable | None = None   # custom `predict_fn(model, batch) -> (preds, labels)` (see `evaluate`)
+
+_FLAT_EVAL = dict(eval_every="every", eval_batch_size="batch_size", metrics="metrics", predict_fn="predict_fn")
+_FLAT_CKPT = ("output_dir", "save_every", "save_total_limit", "resume_from")
+
+def _grouped(flat: dict, evaluation: Evaluation | None, callbacks) -> tuple[Evaluation, list]:
+    "`fit`'s evaluation settings and callbacks from its flat keywords (`eval_every=`, `output_dir=`, ...), which the chapters still pass."
+    if bad := sorted(set(flat) - set(_FLAT_EVAL) - set(_FLAT_CKPT)): raise TypeError(f"fit() got unexpected keyword argument(s) {bad}.")
+    ev = {_FLAT_EVAL[k]: v for k, v in flat.items() if k in _FLAT_EVAL}
+    if ev and evaluation is not None: raise ValueError(f"fit: pass evaluation=Evaluation(...) or {sorted(set(flat) & set(_FLAT_EVAL))}, not both.")
+    callbacks = list(callbacks)
+    if ck := {k: v for k, v in flat.items() if k in _FLAT_CKPT}:
+        if _checkpointing(callbacks) is not None: raise ValueError(f"fit: pass a Checkpointing callback or {sorted(ck)}, not both.")
+        callbacks.append(Checkpointing(**ck))
+    return evaluation or Evaluation(**ev), callbacks
+
 # %% ../nbs/01_engine.ipynb #c01run01
 def _callbacks(progress: bool, plot: bool | None, callbacks) -> list:
     "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), the caller's."
@@ -172,16 +234,23 @@ class _Run:
     "One `fit` run: its state and settings, and the loop's steps as methods — a micro-batch, an optimizer step, logging, evaluating, checkpointing."
     def __init__(self, state: TrainState, callbacks: list, collate, cols: dict, lens: list, plans: dict, loss_fn, *, batch_size: int,
                  grad_accum: int, group_by_length: bool, max_grad_norm, log_every: int, eval_every, eval_ds, evaluation: dict,
-                 output_dir, save_every, save_total_limit):
+                 checkpoints: Checkpointing | None = None):
         self.state, self.callbacks, self.collate, self.cols, self.lens, self.plans, self.loss_fn = state, callbacks, collate, cols, lens, plans, loss_fn
         self.batch_size, self.grad_accum, self.group_by_length, self.max_grad_norm = batch_size, grad_accum, group_by_length, max_grad_norm
         self.log_every, self.eval_every, self.eval_ds, self.evaluation = log_every, eval_every, eval_ds, evaluation   # `evaluation`: `evaluate`'s keywords
-        self.output_dir, self.save_every, self.save_total_limit = output_dir, save_every, save_total_limit
+        self.checkpoints = checkpoints                     # the run's `Checkpointing` callback, if any (for `resume` and `diverged`)
+        state.batch_size, state.grad_accum = batch_size, grad_accum   # what a checkpoint records
         self.train_mods = (state.model, *state.modules.values())
         self.window, self.samples, self.tokens, self.last_eval, self.t0 = _Window(), 0, 0, None, time.time()
 
+    @property
+    def window(self): return self.state.window   # the logging window lives in the state, where a checkpoint finds it
+    @window.setter
+    def window(self, w): self.state.window = w
+
     def fire(self, hook: str, *args):
-        for c in self.callbacks: getattr(c, hook)(self.state, *args)
+        for c in self.callbacks:
+            if (f := getattr(c, hook, None)) is not None: f(self.state, *args)   # a hook a duck-typed callback lacks is skipped
 
     def _row(self, split: str, **values):
         s = self.state; s.history.append(dict(step=s.step, epoch=round(s.step / s.steps_per_epoch, 4), split=split, **values))
@@ -191,11 +260,7 @@ class _Run:
         self._row("eval", **m); self.fire("on_evaluate", m); return m
 
     def diverged(self, value):
-        last = latest_checkpoint(self.output_dir) if self.output_dir else None
-        raise TrainingDiverged(f"The training loss became {value} at or before step {self.state.step}. "
-                               + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
-                               + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
-                                 "add warm-up, or check the data for extreme or invalid labels.")
+        raise _diverged(value, self.state.step, self.checkpoints.output_dir if self.checkpoints else None)
 
 # %% ../nbs/01_engine.ipynb #c01run02
 @patch
@@ -205,17 +270,6 @@ def resume(self: _Run, path):
     st = load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.accelerator, modules=s.modules)
     s.step, s.history, self.window = st["step"], st["history"], _Window(st["running"])
     _check_resume(st, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum)
-
-@patch
-def checkpoint(self: _Run):
-    "Write `checkpoint-<step>` (never of a diverged model) and prune the oldest beyond `save_total_limit`."
-    s, acc, saved = self.state, self.state.accelerator, self.window.saved()
-    if not math.isfinite(saved["loss"]): self.diverged(saved["loss"])
-    save_checkpoint(Path(self.output_dir)/f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
-                    dict(step=s.step, history=s.history, running=saved, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum),
-                    acc, s.modules)
-    if acc.is_main_process and self.save_total_limit:
-        for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
 
 @patch
 def log(self: _Run):
@@ -261,12 +315,12 @@ def optimizer_step(self: _Run, micro: list):
 
 @patch
 def after_step(self: _Run):
-    "What follows an optimizer step: log when due, the callbacks, evaluate and checkpoint when due."
+    "What follows an optimizer step: log when due, the callbacks, evaluate when due; then `on_step_complete` (checkpoints)."
     s = self.state
     if s.step % self.log_every == 0 or s.step == s.total_steps: self.log()
     self.fire("on_step_end")
     if self.eval_ds is not None and self.eval_every and s.step % self.eval_every == 0: self.evaluate()
-    if self.save_every and s.step % self.save_every == 0: self.checkpoint()
+    self.fire("on_step_complete")
 
 @patch
 def epoch(self: _Run, epoch: int, skip: int = 0):
@@ -307,7 +361,6 @@ def fit(model,                            # a `transformers` model or any module
         epochs: float = 1,                # passes over `train_ds` (ignored if `max_steps` is set)
         max_steps: int | None = None,     # optimizer steps to run in total
         batch_size: int = 32,             # global examples per micro-batch (split across processes)
-        eval_batch_size: int = 64,
         lr: float = 5e-5,                 # peak learning rate (for the default parameter groups)
         weight_decay: float = 0.01,
         param_groups: list | None = None, # explicit optimizer parameter groups for `model` (e.g. discriminative LRs)
@@ -316,27 +369,23 @@ def fit(model,                            # a `transformers` model or any module
         warmup: float | int = 0.0,        # warm-up as a fraction of the steps (< 1) or a step count
         grad_accum: int = 1,              # micro-batches per optimizer step
         max_grad_norm: float | None = 1.0,# clip the global gradient norm (None: no clipping)
-        eval_every: int | None = None,    # evaluate every N optimizer steps (default: each epoch)
         log_every: int = 10,              # log the mean training loss (and logs) every N steps
-        callbacks=(),                     # extra `Callback`s
+        callbacks=(),                     # extra `Callback`s, e.g. `Checkpointing(output_dir, save_every=100)`, `EarlyStopping()`
+        evaluation: Evaluation | None = None,  # how often and how to evaluate on `eval_ds` (default `Evaluation()`: each epoch)
         seed: int = 0,                    # seeds python/numpy/torch and the data order of every stream
-        output_dir=None,                  # where checkpoints go
-        save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
-        save_total_limit: int | None = 2, # keep only the newest N checkpoints (None: all)
-        resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint); needed to reuse an `output_dir` that holds checkpoints
         group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
         progress: bool = True,            # tqdm progress bar
         plot: bool | None = None,         # live plot (default: in notebooks)
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
-        metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
-        predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
         precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
-        mixed_precision: str | None = None,  # deprecated: the old name of `precision`
+        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); mixed_precision (deprecated: `precision`)
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
+    mixed_precision = flat.pop("mixed_precision", None)   # the old name of `precision`, resolved below with a warning
+    evaluation, callbacks = _grouped(flat, evaluation, callbacks)
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
-    _check_run_dir(output_dir, resume_from, save_every, save_total_limit)
+    if (ck := _checkpointing(callbacks)) is not None: ck.check()
     seed_everything(seed)
     precision = _renamed_precision(precision, mixed_precision, "fit")
     acc = get_accelerator(precision); used = resolve_precision(precision)
@@ -359,9 +408,9 @@ def fit(model,                            # a `transformers` model or any module
                            seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
         run = _Run(state, _callbacks(progress, plot, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size,
                    grad_accum=grad_accum, group_by_length=group_by_length, max_grad_norm=max_grad_norm, log_every=log_every,
-                   eval_every=eval_every, eval_ds=eval_ds, output_dir=output_dir, save_every=save_every, save_total_limit=save_total_limit,
-                   evaluation=dict(task=task, batch_size=eval_batch_size, collate_fn=collate, tokenizer=tokenizer, predict_fn=predict_fn, metrics=metrics))
-        if resume_from is not None: run.resume(resume_from)
+                   eval_every=evaluation.every, eval_ds=eval_ds, checkpoints=ck, evaluation=dict(task=task, batch_size=evaluation.batch_size,
+                   collate_fn=collate, tokenizer=tokenizer, predict_fn=evaluation.predict_fn, metrics=evaluation.metrics))
+        if ck is not None and ck.resume_from is not None: run.resume(ck.resume_from)
         last_eval = run.train()
     finally:
         train_time = time.time() - (run.t0 if run is not None else t0)
