@@ -142,7 +142,7 @@ def test_fit_records_its_precision_and_inference_after_fit_uses_it(monkeypatch):
     assert isinstance(inference_autocast(r.model, "auto"), torch.autocast)      # asked for: as asked
     assert trained_precision(tiny_bert()) == "auto" and isinstance(inference_autocast(tiny_bert()), torch.autocast)
     seen = []
-    monkeypatch.setattr("ftlab.engine.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
+    monkeypatch.setattr("ftlab.inference.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
     evaluate(r.model, ds)
     assert seen == ["fp32"]
     with warnings.catch_warnings(record=True) as w:
