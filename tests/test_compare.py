@@ -197,3 +197,19 @@ def test_budget_by_time_gives_each_strategy_its_steps(csv, tiny, tmp_path, capsy
     steps = dict(re.findall(r"(\w+) (\d+)", text.split("--budget-by time: ")[1].split("\n")[0].split("steps: ")[1]))
     assert steps["full"] == "3" and steps["head"] == "30" and steps["ensemble"] == "1" and int(steps["lora"]) >= 1, text
     assert "majority" not in steps and "(or their time)" in text
+
+
+def test_show_leaderboard_links_each_strategy_to_its_chapter(done):
+    md = C.show_leaderboard(done).data
+    assert "[probe](10_concepts.ipynb)" in md and "[lora](30_full_finetune.ipynb)" in md and "| tfidf " in md and "Pareto" in md
+
+
+def test_recorded_leaderboard_has_provenance_and_every_seed():
+    "The committed leaderboard (results/compare/sentiment_movie): every counted run's command, machine, date; 5 seeds per strategy; both domains."
+    from pathlib import Path
+    d = Path(__file__).resolve().parents[1] / "results/compare/sentiment_movie"
+    rows = pd.read_csv(d / "leaderboard.csv")
+    assert rows.command.str.startswith("ftlab compare --dataset sentiment/movie").all() and rows.machine.notna().all() and rows.date.notna().all()
+    assert set(rows.dataset) == {"sentiment/movie", "sentiment/product"} and rows.groupby(["dataset", "method", "metric"]).seed.nunique().eq(5).all()
+    runs = pd.read_csv(d / C.RUNS)
+    assert runs.fingerprint.nunique() == 1 and set(rows.method) <= set(runs.strategy)
