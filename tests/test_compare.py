@@ -167,6 +167,7 @@ def test_later_chapters_strategies_share_their_work(csv, tiny, tmp_path, monkeyp
     assert set(acc.method) == {"majority", "ensemble", "soup", "greedy_soup", "tapt", "ttt_nn"} and acc.groupby("method").seed.nunique().eq(3).all()
     runs = pd.read_csv(out / C.RUNS); members = runs[runs.strategy.isin(["ensemble", "soup", "greedy_soup"])]
     assert len(trained) == len(set(zip(members.seed, members.value))) < len(members)      # each (seed, rate) trained once, shared
+    assert len(trained) == 2 + 2 and members[members.seed > 0].value.nunique() == 1        # the grid on seed 0, then one shared rate for seeds 1, 2
     m = acc.groupby("method")[["steps", "trainable_params", "train_flops", "infer_flops"]].mean()
     assert m.loc["ensemble", "steps"] == 3 * 3 and m.loc["soup", "trainable_params"] == m.loc["ensemble", "trainable_params"]
     assert m.loc["ensemble", "infer_flops"] == pytest.approx(3 * m.loc["soup", "infer_flops"]) and m.loc["majority", "train_flops"] == 0
