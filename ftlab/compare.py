@@ -480,9 +480,13 @@ def run_plan(strategies, seeds: int, pool: Pool, out: Path, fingerprint: str = "
         knob = "" if v is None else f"{REGISTRY[s].knob}={v:g}"
         log(f"[{i}/{total}] {s:>14s} {knob:>10s}  seed {seed}  val {r['val_accuracy']:.3f}  test {r['accuracy']:.3f}  {r['train_s']:.1f}s")
         return r
+    shared = {}                                                     # kind -> the rate its first strategy chose (members share theirs)
     for s in strategies:
         tune = [one(s, v, 0, "tune") for v in REGISTRY[s].grid]
         best = max(tune, key=lambda r: r["val_accuracy"])           # the first of equals: max keeps the earliest
+        if REGISTRY[s].kind == "members":
+            best = next((r for r in tune if _key(s, 0, r["value"]) == _key(s, 0, shared["members"])), best) if "members" in shared else best
+            shared.setdefault("members", best["value"])
         for r in tune: r["chosen"] = r is best
         for seed in range(1, seeds): one(s, best["value"], seed, "repeat")["chosen"] = True
     return pd.DataFrame(rows)

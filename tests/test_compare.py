@@ -167,6 +167,7 @@ def test_later_chapters_strategies_share_their_work(csv, tiny, tmp_path, monkeyp
     assert set(acc.method) == {"majority", "ensemble", "soup", "greedy_soup", "tapt", "ttt_nn"} and acc.groupby("method").seed.nunique().eq(3).all()
     runs = pd.read_csv(out / C.RUNS); members = runs[runs.strategy.isin(["ensemble", "soup", "greedy_soup"])]
     assert len(trained) == len(set(zip(members.seed, members.value))) < len(members)      # each (seed, rate) trained once, shared
+    assert len(trained) == 2 + 2 and members[members.seed > 0].value.nunique() == 1        # the grid on seed 0, then one shared rate for seeds 1, 2
     m = acc.groupby("method")[["steps", "trainable_params", "train_flops", "infer_flops"]].mean()
     assert m.loc["ensemble", "steps"] == 3 * 3 and m.loc["soup", "trainable_params"] == m.loc["ensemble", "trainable_params"]
     assert m.loc["ensemble", "infer_flops"] == pytest.approx(3 * m.loc["soup", "infer_flops"]) and m.loc["majority", "train_flops"] == 0
@@ -197,3 +198,19 @@ def test_budget_by_time_gives_each_strategy_its_steps(csv, tiny, tmp_path, capsy
     steps = dict(re.findall(r"(\w+) (\d+)", text.split("--budget-by time: ")[1].split("\n")[0].split("steps: ")[1]))
     assert steps["full"] == "3" and steps["head"] == "30" and steps["ensemble"] == "1" and int(steps["lora"]) >= 1, text
     assert "majority" not in steps and "(or their time)" in text
+
+
+def test_show_leaderboard_links_each_strategy_to_its_chapter(done):
+    md = C.show_leaderboard(done).data
+    assert "[probe](10_concepts.ipynb)" in md and "[lora](30_full_finetune.ipynb)" in md and "| tfidf " in md and "Pareto" in md
+
+
+def test_recorded_leaderboard_has_provenance_and_every_seed():
+    "The committed leaderboard (results/compare/sentiment_movie): every counted run's command, machine, date; 5 seeds per strategy; both domains."
+    from pathlib import Path
+    d = Path(__file__).resolve().parents[1] / "results/compare/sentiment_movie"
+    rows = pd.read_csv(d / "leaderboard.csv")
+    assert rows.command.str.startswith("ftlab compare --dataset sentiment/movie").all() and rows.machine.notna().all() and rows.date.notna().all()
+    assert set(rows.dataset) == {"sentiment/movie", "sentiment/product"} and rows.groupby(["dataset", "method", "metric"]).seed.nunique().eq(5).all()
+    runs = pd.read_csv(d / C.RUNS)
+    assert runs.fingerprint.nunique() == 1 and set(rows.method) <= set(runs.strategy)
