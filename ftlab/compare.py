@@ -7,40 +7,47 @@ Docs: https://ftlab.github.io/ftlab/nbs/compare.html.md"""
 # %% ../nbs/91_compare.ipynb #da4cb791
 from __future__ import annotations
 import argparse, base64, hashlib, io, json, math, re, sys, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['REGISTRY', 'PRESETS', 'RUNS', 'Strategy', 'select_strategies', 'load_labelled', 'seed_split', 'with_target', 'Pool',
-           'make_pool', 'run_one', 'parse_duration', 'calibrate', 'run_cost', 'plan', 'run_plan', 'long_rows',
-           'leaderboard', 'plot_tradeoff', 'display_table', 'write_outputs', 'compare_main']
+__all__ = ['MEMBERS', 'TTT_K', 'REGISTRY', 'PRESETS', 'RUNS', 'Strategy', 'select_strategies', 'load_labelled', 'seed_split',
+           'with_target', 'load_unlabelled', 'Pool', 'make_pool', 'run_one', 'parse_duration', 'calibrate', 'run_cost',
+           'plan', 'time_budget', 'run_plan', 'long_rows', 'run_flops', 'add_flops', 'pareto_front', 'leaderboard',
+           'plot_tradeoff', 'display_table', 'write_outputs', 'compare_main', 'show_leaderboard']
 
 # %% ../nbs/91_compare.ipynb #12c852f1
 @dataclass(frozen=True)
 class Strategy:
-    "One entry of `REGISTRY`: `name`, `kind` ('baseline', 'features', 'finetune'), the `knob` tuned over `grid`, its `chapter`."
+    "One entry of `REGISTRY`: `name`, `kind`, the `knob` tuned over `grid`, its `chapter`; `needs='target'`: only with `--target`."
     name: str
-    kind: str
+    kind: str     # 'baseline', 'features', 'finetune', 'pretrain', 'members', 'ttt' or 'domain'
     knob: str
     grid: tuple
     chapter: str
     what: str
+    needs: str = ""
 
 # %% ../nbs/91_compare.ipynb #3aeba828
+MEMBERS = 3   # members of the ensemble and the soups
+TTT_K = 8     # neighbours TTT-NN adapts on
+
 def _registry() -> dict:
     from ftlab.engine import by_profile
     g = lambda fast, full: by_profile(fast=fast, full=full)
     ft = lambda n, grid, what, ch="30_full_finetune": Strategy(n, "finetune", "lr", grid, ch, what)
     slow_lr = g((5e-5, 2e-4), (2e-5, 5e-5, 1e-4))
+    head_lr = g((3e-3, 1e-2), (1e-3, 3e-3, 1e-2))
+    da = lambda n, what: Strategy(n, "domain", "lr", slow_lr, "60_domain_adaptation", what, needs="target")
     return {s.name: s for s in [
         Strategy("majority", "baseline", "-", (None,), "-", "predict the most frequent training class"),
         Strategy("tfidf", "baseline", "C", g((1.0, 10.0), (0.3, 3.0, 30.0)), "-", "TF-IDF of words and bigrams + logistic regression"),
         Strategy("knn", "features", "k", g((5, 15), (3, 9, 27)), "80_instance_based", "k nearest neighbours (cosine) on frozen mean-pooled embeddings"),
         Strategy("probe", "features", "C", g((0.1, 1.0), (0.03, 0.3, 3.0)), "10_concepts", "logistic regression on frozen mean-pooled embeddings"),
-        ft("head", g((3e-3, 1e-2), (1e-3, 3e-3, 1e-2)), "pooler + classifier on frozen [CLS] features (shared)"),
+        ft("head", head_lr, "pooler + classifier on frozen [CLS] features (shared)"),
         ft("lora", g((5e-4, 2e-3), (3e-4, 1e-3, 3e-3)), "LoRA adapters (r=8) on query/value + the head"),
         ft("full", slow_lr, "every parameter, linear decay after 10% warm-up"),
         ft("discriminative", g((1e-4, 3e-4), (5e-5, 1e-4, 3e-4)), "every parameter, rate × 0.8 per layer downwards"),
@@ -48,17 +55,28 @@ def _registry() -> dict:
         ft("last_k", g((1e-4, 3e-4), (5e-5, 1e-4, 3e-4)), "top 2 blocks + head"),
         ft("stlr", slow_lr, "every parameter, slanted triangular schedule"),
         ft("one_cycle", slow_lr, "every parameter, one-cycle schedule"),
+        Strategy("tapt", "pretrain", "lr", slow_lr, "40_self_supervised", "masked-LM steps on the training texts (and --unlabelled), then full fine-tuning"),
+        Strategy("ensemble", "members", "lr", slow_lr, "70_ensembles", f"{MEMBERS} full fine-tunes from one initialisation, own data order each; probabilities averaged"),
+        Strategy("soup", "members", "lr", slow_lr, "70_ensembles", "the same members' weights averaged (uniform soup): one model"),
+        Strategy("greedy_soup", "members", "lr", slow_lr, "70_ensembles", "members added best first while validation accuracy does not drop"),
+        Strategy("ttt_nn", "ttt", "lr", head_lr, "80_instance_based", f"the head, then per input one step on its {TTT_K} nearest training examples (restored after)"),
+        da("coral", "full fine-tuning + CORAL: source and target feature covariances aligned"),
+        da("mmd", "full fine-tuning + MMD between source and target features"),
+        da("dann", "full fine-tuning + a domain classifier behind gradient reversal (DANN)"),
+        da("dapt", "masked-LM steps on the target texts, then full fine-tuning"),
     ]}
 
 REGISTRY = _registry()
 PRESETS = dict(quick=("majority", "tfidf", "knn", "probe", "head", "lora"),
-               standard=("majority", "tfidf", "knn", "probe", "head", "lora", "full", "discriminative", "gradual"),
+               standard=("majority", "tfidf", "knn", "probe", "head", "lora", "full", "discriminative", "gradual", "dann"),
                all=tuple(REGISTRY))
 
 # %% ../nbs/91_compare.ipynb #c214fe01
-def select_strategies(spec: str) -> list[str]:  # a preset (quick, standard, all) or a comma-separated list of names
-    "The strategy names of `spec`, in plan order, checked against `REGISTRY`."
-    if spec in PRESETS: return list(PRESETS[spec])
+def select_strategies(spec: str,             # a preset (quick, standard, all) or a comma-separated list of names
+                      target: bool = False   # is there `--target` data? (the domain-adaptation strategies need it)
+                      ) -> list[str]:
+    "The strategy names of `spec`, in plan order, checked against `REGISTRY`; a preset keeps those `target` allows."
+    if spec in PRESETS: return [n for n in PRESETS[spec] if target or REGISTRY[n].needs != "target"]
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names: raise ValueError(f"--strategies is empty; give a preset ({', '.join(PRESETS)}) or names from {', '.join(REGISTRY)}.")
     for n in names:
@@ -68,6 +86,9 @@ def select_strategies(spec: str) -> list[str]:  # a preset (quick, standard, all
             raise ValueError(f"unknown strategy {n!r}." + (f" Did you mean {near[0]!r}?" if near else "")
                              + f" Known: {', '.join(REGISTRY)}; presets: {', '.join(PRESETS)}.")
     if dup := sorted({n for n in names if names.count(n) > 1}): raise ValueError(f"--strategies names {dup} twice; name each once.")
+    if not target and (da := [n for n in names if REGISTRY[n].needs == "target"]):
+        raise ValueError(f"{', '.join(da)} adapt to a shifted domain: give --target (labelled shifted data; they train on its "
+                         f"texts without the labels, which only score).")
     return names
 
 # %% ../nbs/91_compare.ipynb #1af39f2d
@@ -117,6 +138,24 @@ def with_target(df: pd.DataFrame, names: list, target: str, text_col: str = "tex
     tdf = tdf.assign(label=[ids[tnames[y]] for y in tdf.label])
     return pd.concat([df.assign(domain="source"), tdf.assign(domain="target")], ignore_index=True), str(target)
 
+# %% ../nbs/91_compare.ipynb #3edf098c
+def load_unlabelled(path,                    # a .txt file (one text per line) or a .csv/.jsonl file
+                    text_col: str = "text"   # the text column of a .csv/.jsonl file
+                    ) -> list[str]:
+    "The texts of `--unlabelled`, empty ones dropped; a missing file, column or any text at all is refused before compute."
+    p = Path(path)
+    if p.suffix.lower() == ".txt":
+        if not p.exists(): raise FileNotFoundError(f"no such file: {p}")
+        texts = p.read_text().splitlines()
+    else:
+        from ftlab.cli import read_table
+        t = read_table(p)
+        if text_col not in t: raise ValueError(f"--unlabelled {p} has no column {text_col!r} (columns: {list(t.columns)}); pass --text-col.")
+        texts = t[text_col].tolist()
+    texts = [s for s in texts if isinstance(s, str) and s.strip()]
+    if not texts: raise ValueError(f"--unlabelled {p} holds no text; give a .txt file with one text per line, or a .csv/.jsonl with a {text_col!r} column.")
+    return texts
+
 # %% ../nbs/91_compare.ipynb #927e8622
 @dataclass
 class Pool:
@@ -126,23 +165,35 @@ class Pool:
     ds: object                    # the tokenized `datasets.Dataset`, one row per example of `df`
     tok: object
     model: str
-    steps: int
+    steps: int                    # the common budget of optimizer steps
     batch_size: int
     feats: dict | None = None     # {'mean': tensor, 'cls': tensor}
     feat_ms: float = 0.0          # frozen-encoder milliseconds per example (one pooling)
     feat_s: float = 0.0           # seconds of the one shared feature pass (both poolings, every example)
+    unlabelled: object = None     # the tokenized `--unlabelled` texts (for 'tapt'), or None
+    fwd_flops: float = 0.0        # FLOPs of one example's forward pass through the encoder (mean length)
+    n_params: int = 0             # the encoder's parameters
+    budget: dict = field(default_factory=dict)  # `--budget-by time`: {strategy: its optimizer steps}
+    cache: dict = field(default_factory=dict)   # work shared between strategies (the members of the ensemble and soups)
+    def steps_of(self, name: str) -> int: return self.budget.get(name, self.steps)
 
 def make_pool(df, names, model: str = "encoder", max_length: int = 64, steps: int = 20, batch_size: int = 32,
-              need_features: bool = True) -> Pool:
-    "Tokenize `df` once and, with `need_features`, compute the frozen encoder's mean and [CLS] features once."
+              need_features: bool = True,
+              unlabelled=None) -> Pool:   # texts for task-adaptive pretraining (`load_unlabelled`), or None
+    "Tokenize `df` (and `unlabelled`) once, count the encoder's forward FLOPs and, with `need_features`, compute the frozen encoder's mean and [CLS] features once."
     import datasets
     from ftlab.assets import load_encoder, load_tokenizer
     from ftlab.engine import tokenize, features
+    from ftlab.ensemble import inference_flops
     tok = load_tokenizer(model)
     ds = tokenize(datasets.Dataset.from_pandas(df[["text", "label"]], preserve_index=False), tok, max_length)
     pool = Pool(df, names, ds, tok, model, steps, batch_size)
+    if unlabelled is not None: pool.unlabelled = tokenize(datasets.Dataset.from_dict({"text": list(unlabelled)}), tok, max_length)
+    m, _ = load_encoder(model, num_labels=len(names))
+    pool.fwd_flops = inference_flops(m, float(np.mean([sum(a) for a in ds["attention_mask"]])))
+    pool.n_params = sum(p.numel() for p in m.parameters())
     if need_features:
-        m, _ = load_encoder(model, num_labels=len(names)); t = time.perf_counter()
+        t = time.perf_counter()
         pool.feats = {p: features(m, ds, pooling=p, tokenizer=tok) for p in ("mean", "cls")}
         pool.feat_s = time.perf_counter() - t; pool.feat_ms = 1000 * pool.feat_s / len(ds) / 2   # per example, one pooling
     return pool
@@ -188,29 +239,120 @@ def _logits_preds(model, ds, tok):
     t = time.perf_counter(); p = predict_logits(model, ds, tokenizer=tok).argmax(-1).numpy()
     return p, 1000 * (time.perf_counter() - t) / max(1, len(ds))
 
-def _finetune(name, value, pool, sp, seed):
-    import datasets, torch
+def _scored(model, pool, sp, **extra) -> dict:
+    "A trained `model`'s predictions on each evaluated split, its test milliseconds per example, the seconds they took (`pred_s`), and `extra`."
+    t = time.perf_counter(); out = {k: _logits_preds(model, pool.ds.select(sp[k]), pool.tok) for k in _evals(sp)}
+    return dict(preds={k: v[0] for k, v in out.items()}, infer_ms=out["test"][1], pred_s=time.perf_counter() - t, **extra)
+
+def _fit_kw(value, pool, name, seed) -> dict:
+    return dict(lr=value, max_steps=pool.steps_of(name), batch_size=pool.batch_size, seed=seed, progress=False, plot=False)
+
+def _encoder(pool, seed):
+    "A fresh copy of the pool's encoder with a new classifier, initialised under `seed`."
     from ftlab.assets import load_encoder
-    from ftlab.engine import fit, seed_everything
-    from ftlab.finetune import STRATEGIES, HeadOnFeatures, n_trainable, set_trainable, head_blocks
-    seed_everything(seed)
-    m, _ = load_encoder(pool.model, num_labels=len(pool.names))
-    kw = dict(lr=value, max_steps=pool.steps, batch_size=pool.batch_size, seed=seed, progress=False, plot=False)
+    from ftlab.engine import seed_everything
+    seed_everything(seed); return load_encoder(pool.model, num_labels=len(pool.names))[0]
+
+def _train_head(value, pool, sp, seed, name="head"):
+    "`HeadOnFeatures` (the pooler and a fresh classifier) trained by `fit` on the shared [CLS] features; `(head, steps, trainable)`."
+    import datasets
+    from ftlab.engine import fit
+    from ftlab.finetune import HeadOnFeatures, n_trainable, set_trainable, head_blocks
+    m = _encoder(pool, seed); set_trainable(m, head_blocks(m)); h = HeadOnFeatures(m); f, y = pool.feats["cls"], pool.df.label.to_numpy()
+    fds = datasets.Dataset.from_dict(dict(features=f[sp["train"]].tolist(), labels=y[sp["train"]].tolist()))
+    r = fit(h, fds, None, **_fit_kw(value, pool, name, seed))
+    return h.eval(), r.steps, n_trainable(m)[0]
+
+def _finetune(name, value, pool, sp, seed):
+    import torch
+    from ftlab.finetune import STRATEGIES, n_trainable
     if name == "head":
-        set_trainable(m, head_blocks(m)); h = HeadOnFeatures(m); f, y = pool.feats["cls"], pool.df.label.to_numpy()
-        fds = datasets.Dataset.from_dict(dict(features=f[sp["train"]].tolist(), labels=y[sp["train"]].tolist()))
-        r = fit(h, fds, None, **kw); h.eval()
+        h, steps, params = _train_head(value, pool, sp, seed); f = pool.feats["cls"]
         with torch.inference_mode():
             t = time.perf_counter(); preds = {"test": h(f[sp["test"]]).logits.argmax(-1).numpy()}
             ms = pool.feat_ms + 1000 * (time.perf_counter() - t) / len(sp["test"])
             preds |= {k: h(f[sp[k]]).logits.argmax(-1).numpy() for k in _evals(sp) if k != "test"}
-        return dict(preds=preds, params=n_trainable(m)[0], infer_ms=ms, steps=r.steps)
-    r = STRATEGIES[name](m, pool.ds.select(sp["train"]), None, tokenizer=pool.tok, **kw)
-    out = {k: _logits_preds(r.model, pool.ds.select(sp[k]), pool.tok) for k in _evals(sp)}
-    return dict(preds={k: v[0] for k, v in out.items()}, params=n_trainable(r.model)[0], infer_ms=out["test"][1], steps=r.steps)
+        return dict(preds=preds, params=params, infer_ms=ms, steps=steps)
+    m = _encoder(pool, seed)
+    r = STRATEGIES[name](m, pool.ds.select(sp["train"]), None, tokenizer=pool.tok, **_fit_kw(value, pool, name, seed))
+    return _scored(r.model, pool, sp, params=n_trainable(r.model)[0], steps=r.steps)
+
+# %% ../nbs/91_compare.ipynb #8220d708
+def _train_members(value, pool, sp, seed) -> dict:
+    "`MEMBERS` full fine-tunes from one initialisation (seed `seed`), each with its own data order; what the ensemble, the uniform and the greedy soup predict."
+    import torch
+    from ftlab.engine import predict_logits
+    from ftlab.ensemble import greedy_soup, soft_average, soup
+    from ftlab.finetune import STRATEGIES, PeakMemory, n_trainable
+    y, train = pool.df.label.to_numpy(), pool.ds.select(sp["train"])
+    logits_of = lambda ms, k: torch.stack([predict_logits(m, pool.ds.select(sp[k]), tokenizer=pool.tok) for m in ms])
+    with PeakMemory() as mem:
+        t = time.perf_counter(); models = []
+        for j in range(MEMBERS):   # one initialisation (classifier included) keeps the members in one basin, so their weights can be averaged
+            r = STRATEGIES["full"](_encoder(pool, seed), train, None, tokenizer=pool.tok, **_fit_kw(value, pool, "ensemble", 1000 * seed + j + 1))
+            models.append(r.model.eval())
+        train_s, steps, params = time.perf_counter() - t, r.steps, n_trainable(models[0])[0]
+        t = time.perf_counter(); logits = {"test": logits_of(models, "test")}; ens_ms = 1000 * (time.perf_counter() - t) / len(sp["test"])
+        logits |= {k: logits_of(models, k) for k in _evals(sp) if k != "test"}
+        val = lambda p: float((p == y[sp["validation"]]).mean())
+        t = time.perf_counter()
+        greedy, chosen, _ = greedy_soup(models, lambda m: val(_logits_preds(m, pool.ds.select(sp["validation"]), pool.tok)[0]),
+                                        member_scores=[val(l.argmax(-1).numpy()) for l in logits["validation"]])
+        greedy_s = time.perf_counter() - t
+    common = dict(params=MEMBERS * params, steps=MEMBERS * steps, train_s=train_s, peak_mem_mb=mem.peak_mb)
+    return dict(ensemble=dict(common, preds={k: soft_average(v).argmax(-1) for k, v in logits.items()}, infer_ms=ens_ms),
+                soup=dict(common, **_scored(soup(models), pool, sp)),
+                greedy_soup=dict(common, **_scored(greedy, pool, sp), train_s=train_s + greedy_s))
+
+def _members(name, value, pool, sp, seed):
+    "The ensemble, the uniform soup and the greedy soup share their members: trained once per seed and rate, their cost counted in each."
+    key = ("members", seed, value)
+    if key not in pool.cache: pool.cache[key] = _train_members(value, pool, sp, seed)
+    return dict(pool.cache[key][name])
+
+# %% ../nbs/91_compare.ipynb #14237492
+def _tapt(name, value, pool, sp, seed):
+    "Task-adaptive pretraining: chapter 40's masked-LM recipe (`ftlab.domain.dapt`: head warm-up, then encoder and head) on the training texts and any `--unlabelled` ones, then full fine-tuning at rate `value`."
+    import datasets
+    from ftlab.domain import dapt
+    from ftlab.finetune import STRATEGIES, n_trainable
+    m, steps, train = _encoder(pool, seed), pool.steps_of(name), pool.ds.select(sp["train"])
+    corpus = train.remove_columns("labels")
+    if pool.unlabelled is not None: corpus = datasets.concatenate_datasets([corpus, pool.unlabelled.select_columns(corpus.column_names)])
+    d = dapt(m, corpus, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed)
+    r = STRATEGIES["full"](m, train, None, tokenizer=pool.tok, **_fit_kw(value, pool, name, seed))
+    return _scored(r.model, pool, sp, params=n_trainable(r.model)[0], steps=d["head"].steps + d["mlm"].steps + r.steps)
+
+def _ttt_nn(name, value, pool, sp, seed):
+    "TTT-NN on the head (chapter 80's `nearest_neighbour_ttt`): the head trained as `head` is, then per evaluated input one step at rate `value` on its `TTT_K` nearest training examples (cosine on the mean-pooled features), predict, restore."
+    import datasets
+    from ftlab.instance import NeighbourIndex, nearest_neighbour_ttt
+    h, steps, params = _train_head(value, pool, sp, seed, name)
+    fc, fm, y = pool.feats["cls"], pool.feats["mean"], pool.df.label.to_numpy()
+    support = datasets.Dataset.from_dict(dict(features=fc[sp["train"]].tolist(), labels=y[sp["train"]].tolist()))
+    index, k, preds, t0 = NeighbourIndex(fm[sp["train"]]), min(TTT_K, len(sp["train"])), {}, time.perf_counter()
+    for split in _evals(sp):
+        t = time.perf_counter()
+        r = nearest_neighbour_ttt(h, support, datasets.Dataset.from_dict(dict(features=fc[sp[split]].tolist())),
+                                  index.search(fm[sp[split]], k)[1], k=k, steps=1, lr=value, scope="all")
+        if split == "test": ms = 2 * pool.feat_ms + 1000 * (time.perf_counter() - t) / len(sp[split])   # both feature passes, the adaptation
+        preds[split] = r.pred.to_numpy()
+    return dict(preds=preds, params=params, infer_ms=ms, steps=steps, pred_s=time.perf_counter() - t0)
+
+def _domain(name, value, pool, sp, seed):
+    "Chapter 60's domain adaptation through full fine-tuning, on the `--target` texts (never their labels): `adapt` ('coral', 'mmd', 'dann'), or `dapt` then fine-tuning ('dapt')."
+    from ftlab.domain import adapt, dapt
+    from ftlab.finetune import STRATEGIES, n_trainable
+    m, steps, kw = _encoder(pool, seed), pool.steps_of(name), _fit_kw(value, pool, name, seed)
+    train, tgt, extra = pool.ds.select(sp["train"]), pool.ds.select(sp["target"]).remove_columns("labels"), 0
+    if name == "dapt":
+        d = dapt(m, tgt, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed)
+        r, extra = STRATEGIES["full"](m, train, None, tokenizer=pool.tok, **kw), d["head"].steps + d["mlm"].steps
+    else: r = adapt(name, m, train, tgt, tokenizer=pool.tok, strategy="full", **kw)
+    return _scored(r.model, pool, sp, params=n_trainable(r.model)[0], steps=r.steps + extra)
 
 # %% ../nbs/91_compare.ipynb #f01da096
-_RUNNERS = dict(baseline=_baseline, features=_on_features, finetune=_finetune)
+_RUNNERS = dict(baseline=_baseline, features=_on_features, finetune=_finetune, pretrain=_tapt, members=_members, ttt=_ttt_nn, domain=_domain)
 
 def run_one(name: str,    # a strategy in `REGISTRY`
             value,        # the value of its knob (learning rate, C or k)
@@ -224,11 +366,13 @@ def run_one(name: str,    # a strategy in `REGISTRY`
     with PeakMemory() as mem:
         t = time.perf_counter(); out = _RUNNERS[s.kind](name, value, pool, sp, seed); train_s = time.perf_counter() - t
     trim_memory()
+    train_s = out["train_s"] if "train_s" in out else train_s - out.get("pred_s", 0.0)   # training only; shared work (members) counts in full in each
+    peak = out.get("peak_mem_mb", mem.peak_mb)
     ev = {k: classification_metrics(p, y[sp[k]]) for k, p in out["preds"].items()}
     shift = dict(target_accuracy=ev["target"]["accuracy"], target_macro_f1=ev["target"]["macro_f1"]) if "target" in ev else {}
     return dict(strategy=name, seed=seed, phase=phase, knob=s.knob, value=value, val_accuracy=ev["validation"]["accuracy"],
                 accuracy=ev["test"]["accuracy"], macro_f1=ev["test"]["macro_f1"], **shift, train_s=round(train_s, 3), steps=out["steps"],
-                trainable_params=int(out["params"]), peak_mem_mb=mem.peak_mb, infer_ms=round(out["infer_ms"], 4),
+                trainable_params=int(out["params"]), peak_mem_mb=peak, infer_ms=round(out["infer_ms"], 4),
                 n_train=len(sp["train"]), n_val=len(sp["validation"]), n_test=len(sp["test"]))
 
 # %% ../nbs/91_compare.ipynb #504f2679
@@ -251,22 +395,57 @@ def calibrate(pool: Pool) -> dict:
     t = time.perf_counter(); fit(m, tr, None, max_steps=3, **kw); step_s = max((time.perf_counter() - t - one) / 2, 1e-3)
     return dict(load_s=load_s + max(one - step_s, 0.0), step_s=step_s)   # load_s: loading and setting up a run
 
-def run_cost(name: str, pool: Pool, cal: dict) -> float:
+def run_cost(name: str, pool: Pool, cal: dict, shared: bool = False) -> float:  # `shared`: the members are already trained (a second members strategy)
     "Estimated seconds of one run of `name` (see `calibrate`)."
-    kind = REGISTRY[name].kind
-    if kind == "finetune": return cal["load_s"] + (0.05 if name == "head" else 1.0) * pool.steps * cal["step_s"] + 2 * cal["step_s"]
+    kind, steps, st = REGISTRY[name].kind, pool.steps_of(name), cal["step_s"]
+    n_eval = len(pool.df) - len(seed_split(pool.df, 0)["train"])            # validation, test and target rows, predicted after training
+    pred = n_eval * st / pool.batch_size / 3                                 # a forward pass: about a third of a training step per example
+    if name in ("head", "ttt_nn"): return cal["load_s"] + 0.05 * steps * st + (0.005 * n_eval if name == "ttt_nn" else 0)  # a small module on the shared features
+    if kind == "finetune": return cal["load_s"] + steps * st + pred
+    if kind == "members": return 0.1 if shared else MEMBERS * (cal["load_s"] + steps * st) + (MEMBERS + 2) * pred
+    if kind in ("pretrain", "domain"): return cal["load_s"] + (2.25 if name in ("tapt", "dapt") else 2.0) * steps * st + pred  # masked-LM steps, or a target batch per step
     return 0.5 if kind == "features" or name == "majority" else 2.0
 
 # %% ../nbs/91_compare.ipynb #a9c26944
 def plan(strategies, seeds: int, pool: Pool, cal: dict, budget_s: float | None = None) -> tuple[pd.DataFrame, list]:
     "The plan: one row per strategy with its runs and estimated seconds; and the strategies `budget_s` dropped."
-    rows = [dict(strategy=s, runs=len(REGISTRY[s].grid) + seeds - 1, est_s=(len(REGISTRY[s].grid) + seeds - 1) * run_cost(s, pool, cal))
-            for s in strategies]
+    rows, paid = [], False
+    for s in strategies:
+        n = len(REGISTRY[s].grid) + seeds - 1; members = REGISTRY[s].kind == "members"
+        rows.append(dict(strategy=s, runs=n, steps=pool.steps_of(s) if REGISTRY[s].kind not in ("baseline", "features") else 0,
+                         est_s=n * run_cost(s, pool, cal, shared=members and paid)))
+        paid |= members
     df = pd.DataFrame(rows); dropped = []
     if budget_s is not None:
         keep = (df.est_s.cumsum() <= budget_s).to_numpy()
         dropped = df.strategy[~keep].tolist(); df = df[keep].reset_index(drop=True)
     return df, dropped
+
+# %% ../nbs/91_compare.ipynb #c25f04cb
+def _step_seconds(name: str, pool: Pool) -> float:
+    "Seconds per optimizer step of fine-tuning strategy `name` here: a 3-step minus a 1-step fit, each on a fresh encoder."
+    from ftlab.finetune import STRATEGIES
+    tr = pool.ds.select(seed_split(pool.df, 0)["train"]); ts = []
+    for n in (1, 3):
+        m = _encoder(pool, 0); t = time.perf_counter()
+        STRATEGIES[name](m, tr, None, tokenizer=pool.tok, lr=1e-5, max_steps=n, batch_size=pool.batch_size, progress=False, plot=False)
+        ts.append(time.perf_counter() - t)
+    return max((ts[1] - ts[0]) / 2, 1e-4)
+
+def time_budget(strategies, pool: Pool, cal: dict, cap: float = 10.0) -> dict:  # `cap`: at most this many times the step budget
+    "`--budget-by time`: each trained strategy's optimizer steps, so that its training takes about as long as `pool.steps` steps of full fine-tuning here."
+    seconds, out = pool.steps * cal["step_s"], {}
+    for s in strategies:
+        kind = REGISTRY[s].kind
+        if kind in ("baseline", "features"): continue
+        if s in ("head", "ttt_nn"): n = cap * pool.steps                  # cached features: a step costs milliseconds
+        elif kind == "members":                                           # the members share the time (and one another's)
+            out.update(dict.fromkeys([k for k, v in REGISTRY.items() if v.kind == "members"], max(1, pool.steps // MEMBERS))); continue
+        elif kind in ("pretrain", "domain"): n = pool.steps / 2           # a masked-LM phase, or a target batch per step, doubles a step
+        elif s == "full": n = pool.steps
+        else: n = min(cap * pool.steps, seconds / _step_seconds(s, pool))
+        out[s] = max(1, int(n))
+    return out
 
 # %% ../nbs/91_compare.ipynb #8a5ccf34
 RUNS = "runs.csv"
@@ -301,9 +480,13 @@ def run_plan(strategies, seeds: int, pool: Pool, out: Path, fingerprint: str = "
         knob = "" if v is None else f"{REGISTRY[s].knob}={v:g}"
         log(f"[{i}/{total}] {s:>14s} {knob:>10s}  seed {seed}  val {r['val_accuracy']:.3f}  test {r['accuracy']:.3f}  {r['train_s']:.1f}s")
         return r
+    shared = {}                                                     # kind -> the rate its first strategy chose (members share theirs)
     for s in strategies:
         tune = [one(s, v, 0, "tune") for v in REGISTRY[s].grid]
         best = max(tune, key=lambda r: r["val_accuracy"])           # the first of equals: max keeps the earliest
+        if REGISTRY[s].kind == "members":
+            best = next((r for r in tune if _key(s, 0, r["value"]) == _key(s, 0, shared["members"])), best) if "members" in shared else best
+            shared.setdefault("members", best["value"])
         for r in tune: r["chosen"] = r is best
         for seed in range(1, seeds): one(s, best["value"], seed, "repeat")["chosen"] = True
     return pd.DataFrame(rows)
@@ -313,13 +496,40 @@ def long_rows(runs: pd.DataFrame, dataset: str, profile: str = "fast", target: s
     "The counted runs (one per strategy and seed) in the `ftlab.stats` long format: accuracy and macro-F1 rows (on `target` too), costs beside."
     from ftlab.stats import results_frame
     r = runs[runs.chosen.astype(bool)]
-    cost = ["steps", "train_s", "trainable_params", "peak_mem_mb", "infer_ms", "n_train", "n_test"]
+    cost = [c for c in ("steps", "train_s", "trainable_params", "peak_mem_mb", "infer_ms", "train_flops", "infer_flops", "n_train", "n_test") if c in r]
     out = [dict(chapter="91_compare", method=x.strategy, dataset=dataset, metric=m, value=getattr(x, m), seed=int(x.seed),
                 profile=profile, tuned_knob=x.knob, tuned_value=x.value, **{c: getattr(x, c) for c in cost})
            for x in r.itertuples() for m in ("accuracy", "macro_f1")]
     if target is not None:
         out += [dict(o, dataset=target, value=getattr(x, "target_" + o["metric"])) for o, x in zip(out, (x for x in r.itertuples() for _ in (0, 1)))]
     return results_frame(out)
+
+# %% ../nbs/91_compare.ipynb #9740c7c9
+def run_flops(name: str,        # a strategy in `REGISTRY`
+              steps: int,       # the run's optimizer steps (all phases; all members)
+              trainable: int,   # its trainable parameters (all members)
+              n_train: int,     # training examples
+              pool: Pool) -> tuple[float, float]:
+    "Estimated `(training FLOPs of one run, inference FLOPs per example)`: a forward pass is `pool.fwd_flops`; training adds as much again for the activations' gradients and a share for the trainable weights' (6N per token for full fine-tuning, Kaplan et al. 2020)."
+    kind, fwd = REGISTRY[name].kind, pool.fwd_flops
+    if kind == "baseline": return 0.0, 0.0                               # TF-IDF and counting: negligible next to an encoder
+    passes = 2 if name == "ttt_nn" else 1                               # TTT-NN reads both poolings (neighbours and head)
+    if kind == "features" or name in ("head", "ttt_nn"): return fwd * n_train * passes, fwd * passes   # the frozen pass over the training rows
+    m = MEMBERS if kind == "members" else 1
+    share = min(1.0, trainable / m / max(pool.n_params, 1))
+    batches = 2 if kind == "domain" and name != "dapt" else 1           # a source and a target batch per step
+    return fwd * (2 + share) * steps * pool.batch_size * batches, fwd * (m if name == "ensemble" else 1)
+
+def add_flops(runs: pd.DataFrame, pool: Pool) -> pd.DataFrame:
+    "`runs` with `train_flops` and `infer_flops` (per example) estimated by `run_flops`."
+    f = [run_flops(r.strategy, r.steps, r.trainable_params, r.n_train, pool) for r in runs.itertuples()]
+    return runs.assign(train_flops=[a for a, _ in f], infer_flops=[b for _, b in f])
+
+# %% ../nbs/91_compare.ipynb #8c8507b8
+def pareto_front(quality, cost) -> np.ndarray:  # higher quality is better, lower cost is better
+    "True for each point no other point beats: none has at least its quality at no more cost, and is better in one."
+    q, c = np.asarray(quality, float), np.asarray(cost, float)
+    return np.array([not np.any((q >= q[i]) & (c <= c[i]) & ((q > q[i]) | (c < c[i]))) for i in range(len(q))], dtype=bool)
 
 # %% ../nbs/91_compare.ipynb #81591aaa
 def _tier(best, s, d, e, alpha):
@@ -342,7 +552,7 @@ def leaderboard(rows: pd.DataFrame,       # `long_rows`
     d = evaluate_claims([claim(f"{best}>{m}", best, m, metric, expect="greater", profile=prof) for m in others], r, alpha=alpha) if others else pd.DataFrame()
     e = evaluate_claims([claim(f"{m}~{best}", m, best, metric, expect="equivalent", margin=margin, profile=prof) for m in others], r, alpha=alpha) if others else pd.DataFrame()
     dd = {x["b"]: x for x in d.to_dict("records")}; ee = {x["a"]: x for x in e.to_dict("records")}
-    cost = r.groupby("method")[["train_s", "trainable_params", "peak_mem_mb", "infer_ms", "steps"]].mean()
+    cost = r.groupby("method")[[c for c in ("train_s", "trainable_params", "peak_mem_mb", "infer_ms", "steps", "train_flops", "infer_flops") if c in r]].mean()
     first = r.groupby("method").first()
     chosen = {m: "-" if x.tuned_knob == "-" else f"{x.tuned_knob}={x.tuned_value:g}" for m, x in first.iterrows()}
     f1 = rows[rows.metric == "macro_f1"].groupby("method").value.mean()
@@ -352,12 +562,13 @@ def leaderboard(rows: pd.DataFrame,       # `long_rows`
                 why=dd.get(m, {}).get("why", "") or "", tuned=chosen[m], **cost.loc[m].to_dict(), chapter=REGISTRY[m].chapter if m in REGISTRY else "")
            for m, x in s.set_index("method", drop=False).iterrows()]
     lb = pd.DataFrame(out); lb.insert(0, "rank", range(1, len(lb) + 1))
+    lb["pareto"] = pareto_front(lb[metric], lb.train_s)      # no strategy is at least as accurate for less training time
     lb.attrs.update(metric=metric, margin=margin, alpha=alpha, best=best)
     return lb
 
 # %% ../nbs/91_compare.ipynb #15299f94
 def plot_tradeoff(lb: pd.DataFrame, title: str = ""):
-    "Mean accuracy with its 95% interval against mean training seconds per run (log scale), coloured by tier."
+    "Mean accuracy with its 95% interval against mean training seconds per run (log scale), coloured by tier; the Pareto front dashed."
     import matplotlib; import matplotlib.pyplot as plt
     colors = {"best": "tab:green", "tied with the best": "tab:olive", "not separated": "tab:blue", "worse": "tab:red", "undetermined": "tab:gray"}
     fig, ax = plt.subplots(figsize=(7.5, 4.5)); m = lb.attrs.get("metric", "accuracy")
@@ -366,13 +577,17 @@ def plot_tradeoff(lb: pd.DataFrame, title: str = ""):
         err = np.vstack([g[m] - g.lo, g.hi - g[m]]).clip(min=0) if g.lo.notna().all() else None
         ax.errorbar(g.x, g[m], yerr=err, fmt="o", capsize=3, color=colors.get(tier, "k"), label=tier)
     for r in lb.assign(x=x).itertuples(): ax.annotate(r.strategy, (r.x, getattr(r, m)), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if "pareto" in lb:
+        f = lb.assign(x=x)[lb.pareto].sort_values("x")
+        ax.step(f.x, f[m], where="post", color="k", lw=0.8, ls="--", label="Pareto front")
     ax.set_xscale("log"); ax.legend(fontsize=8, loc="lower right")
     ax.set(xlabel="training time per run (s, log scale)", ylabel=f"test {m} (mean, 95% CI over seeds)", title=title or f"{m} versus training cost")
     fig.tight_layout(); return fig
 
 # %% ../nbs/91_compare.ipynb #2faeaf01
 _MD_COLS = dict(rank="#", strategy="strategy", ci="accuracy (95% CI)", gap="gap to best", p_holm="p (Holm)", tier="tier",
-                tuned="tuned", train_s="train s", trainable_params="trainable params", peak_mem_mb="peak MB", infer_ms="infer ms/ex")
+                tuned="tuned", steps="steps", train_s="train s", train_flops="train FLOPs", trainable_params="trainable params",
+                peak_mem_mb="peak MB", infer_ms="infer ms/ex", infer_flops="infer FLOPs/ex", pareto="Pareto")
 
 def display_table(lb: pd.DataFrame) -> pd.DataFrame:
     "The leaderboard formatted for reading: interval as `mean [lo, hi]`, gap and p rounded, costs with units."
@@ -384,16 +599,27 @@ def display_table(lb: pd.DataFrame) -> pd.DataFrame:
                       "p_holm": lb.p_holm.map(lambda v: f(v, 3)), "tier": lb.tier, "tuned": lb.tuned,
                       "train_s": lb.train_s.map(lambda v: f(v, 1)), "trainable_params": lb.trainable_params.map(lambda v: f"{int(v):,d}"),
                       "peak_mem_mb": lb.peak_mem_mb.map(lambda v: f(v, 0)), "infer_ms": lb.infer_ms.map(lambda v: f(v, 3))})
+    g = lambda v: "" if pd.isna(v) else "0" if v == 0 else f"{v:.1e}"
+    if "steps" in lb: t.insert(t.columns.get_loc("train_s"), "steps", lb.steps.map(lambda v: f(v, 0)))
+    if "train_flops" in lb: t.insert(t.columns.get_loc("train_s") + 1, "train_flops", lb.train_flops.map(g)); t["infer_flops"] = lb.infer_flops.map(g)
+    if "pareto" in lb: t["pareto"] = lb.pareto.map({True: "yes", False: ""})
     return t.rename(columns=_MD_COLS)
 
 # %% ../nbs/91_compare.ipynb #6f6f9e61
 def _settings_text(meta: dict) -> str:
     return (f"Data: {meta['source']} ({meta['n']} examples, {meta['classes']} classes; stratified 70/10/20 split re-drawn per seed). "
-            f"Model: {meta['model']}, max length {meta['max_length']}. Seeds: {meta['seeds']}. Budget: {meta['steps']} optimizer steps "
-            f"of batch {meta['batch_size']} for every gradient-trained strategy. Tuning: the grid value with the best validation "
+            f"Model: {meta['model']}, max length {meta['max_length']}. Seeds: {meta['seeds']}. "
+            + (f"Budget: {meta['steps']} optimizer steps of batch {meta['batch_size']} for every gradient-trained strategy"
+               + (f" (an ensemble or soup: {MEMBERS} members of that budget; TAPT and DAPT: masked-LM steps before it). " if meta.get("members") else ". ")
+               if meta.get("budget_by", "steps") == "steps" else
+               f"Budget: equal training time, about {meta['steps']} optimizer steps of full fine-tuning (batch {meta['batch_size']}) here; "
+               f"steps per strategy: {', '.join(f'{k} {v}' for k, v in meta['budget'].items())}. ")
+            + (f"Task-adaptive pretraining also reads {meta['unlabelled']} unlabelled texts. " if meta.get("unlabelled") else "")
+            + ("The domain-adaptation strategies train on the target texts, never their labels (transductive). " if meta.get("da") else "")
+            + f"Tuning: the grid value with the best validation "
             f"accuracy on seed 0. Statistics: mean ± 95% t interval over seeds; 'gap to best' and p from paired t tests over seeds, "
             f"Holm-corrected over the strategies; 'tied with the best': TOST equivalence within ±{meta['margin']:g} accuracy, Holm-corrected."
-            + (f" Frozen features: one shared pass of {meta['feat_s']:.1f} s, not in the train s of kNN, probe and head; its time per "
+            + (f" Frozen features: one shared pass of {meta['feat_s']:.1f} s, not in the train s of kNN, probe, head and TTT-NN; its time per "
                f"example is in their infer ms." if meta.get("feat_s") else ""))
 
 def write_outputs(out: Path, rows: pd.DataFrame, lb: pd.DataFrame, meta: dict, lb_target: pd.DataFrame | None = None) -> list[Path]:
@@ -426,7 +652,7 @@ def write_outputs(out: Path, rows: pd.DataFrame, lb: pd.DataFrame, meta: dict, l
 # %% ../nbs/91_compare.ipynb #cb9565f6
 def _parser():
     ap = argparse.ArgumentParser(prog="ftlab compare", description="Which strategy should I use on my data? Every applicable strategy, "
-                                 "fairly (same splits and seeds, tuned rate, equal step budget), with intervals, tiers and costs.")
+                                 "fairly (same splits and seeds, tuned rate, equal step or time budget), with intervals, tiers and costs.")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--file", help="your .csv or .jsonl file with a text and a label column")
     src.add_argument("--dataset", help="a bundled labelled dataset (default: sentiment/movie)")
@@ -434,6 +660,9 @@ def _parser():
     ap.add_argument("--label-col", default="label", help="column holding the class (default: label)")
     ap.add_argument("--target", help="shifted labelled test data (a .csv/.jsonl file or a bundled dataset), same classes: "
                     "never trained on, scored out of domain beside the in-domain test split")
+    ap.add_argument("--n-target", type=int, help="use at most this many --target examples (stratified subset; default: --n)")
+    ap.add_argument("--unlabelled", help="unlabelled texts of the same domain for task-adaptive pretraining ('tapt', added to a preset): "
+                    "a .txt file (one text per line) or a .csv/.jsonl file with the text column")
     ap.add_argument("--strategies", default="standard", help=f"a preset ({', '.join(PRESETS)}) or names from {', '.join(REGISTRY)}")
     ap.add_argument("--seeds", type=int, default=3, help="seeds (splits and training runs) per strategy (default: 3)")
     ap.add_argument("--out", default="ftlab_compare", help="directory for runs.csv and the outputs (default: ftlab_compare)")
@@ -443,6 +672,8 @@ def _parser():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, help="tokens per text (default: by profile)")
     ap.add_argument("--margin", type=float, default=0.02, help="equivalence margin of the 'tied with the best' tier, in accuracy (default: 0.02)")
+    ap.add_argument("--budget-by", choices=("steps", "time"), default="steps", help="hold equal the optimizer steps (default) or the "
+                    "training time (each strategy's steps from its measured step time here)")
     ap.add_argument("--budget", help="trim the plan to fit this time, e.g. 10m (strategies dropped from the end, and named)")
     ap.add_argument("--resume", action="store_true", help="continue the compare in --out: finished runs are kept, not redone")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and its time estimate; train nothing")
@@ -452,6 +683,7 @@ def _parser():
 def _check_args(a):
     if a.seeds < 1: raise ValueError(f"--seeds must be at least 1, got {a.seeds}; 3 or more give intervals and tiers.")
     if a.steps is not None and a.steps < 1: raise ValueError(f"--steps must be positive, got {a.steps}.")
+    if a.n_target is not None and a.n_target < 10: raise ValueError(f"--n-target must be at least 10 examples, got {a.n_target}.")
     if a.max_length is not None and a.max_length < 1: raise ValueError(f"--max-length must be at least 1 token, got {a.max_length}.")
     if a.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {a.batch_size}.")
     if not 0 < a.margin < 1: raise ValueError(f"--margin is in accuracy units and must be between 0 and 1, got {a.margin}.")
@@ -463,36 +695,45 @@ def _check_args(a):
     from ftlab.cli import _check_model_dir
     _check_model_dir(Path(model_path(a.model)), a.model)   # a local --model must hold a model, said before any data is read
 
-def _fingerprint(df, a, steps, max_length) -> str:
+def _fingerprint(df, a, steps, max_length, unlabelled=None) -> str:
     h = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes())
-    h.update(json.dumps([a.model, steps, max_length, a.batch_size]).encode()); return h.hexdigest()[:16]
+    extra = (["time"] if a.budget_by == "time" else []) + ([hashlib.sha256("\n".join(unlabelled).encode()).hexdigest()] if unlabelled else [])
+    h.update(json.dumps([a.model, steps, max_length, a.batch_size] + extra).encode()); return h.hexdigest()[:16]
 
 # %% ../nbs/91_compare.ipynb #cc193a5a
 def compare_main(argv=None) -> int:   # the arguments after `ftlab compare`
     "`ftlab compare`: run the chosen strategies fairly on a file or bundled dataset; print the plan and leaderboard; write the outputs."
     from ftlab.engine import by_profile, profile
     a = _parser().parse_args(argv)
-    strategies = select_strategies(a.strategies); _check_args(a)
+    strategies = select_strategies(a.strategies, target=bool(a.target)); _check_args(a)
+    unlabelled = load_unlabelled(a.unlabelled, a.text_col) if a.unlabelled else None
+    if unlabelled and "tapt" not in strategies:
+        if a.strategies not in PRESETS: raise ValueError("--unlabelled feeds task-adaptive pretraining: add 'tapt' to --strategies (or use a preset).")
+        strategies.append("tapt")
     ps = by_profile(fast=dict(n=600, max_length=64, epochs=1), full=dict(n=None, max_length=128, epochs=3))
     df, names, source = load_labelled(a.file, a.dataset, a.text_col, a.label_col, a.n if a.n else (None if a.file else ps["n"]))
     target = None
     if a.target:
-        df, target = with_target(df, names, a.target, a.text_col, a.label_col, a.n or (None if Path(a.target).exists() else ps["n"]))
+        df, target = with_target(df, names, a.target, a.text_col, a.label_col, a.n_target or a.n or (None if Path(a.target).exists() else ps["n"]))
     max_length = a.max_length or ps["max_length"]
     n_train = len(seed_split(df, 0)["train"])
     steps = a.steps or max(1, math.ceil(n_train / a.batch_size) * ps["epochs"])
-    need_feats = any(REGISTRY[s].kind == "features" or s == "head" for s in strategies)
-    pool = make_pool(df, names, a.model, max_length, steps, a.batch_size, need_feats)
-    cal = calibrate(pool) if any(REGISTRY[s].kind == "finetune" for s in strategies) else dict(load_s=0.0, step_s=0.0)
+    need_feats = any(REGISTRY[s].kind == "features" or s in ("head", "ttt_nn") for s in strategies)
+    pool = make_pool(df, names, a.model, max_length, steps, a.batch_size, need_feats, unlabelled)
+    trained = any(REGISTRY[s].kind not in ("baseline", "features") for s in strategies)
+    cal = calibrate(pool) if trained else dict(load_s=0.0, step_s=0.0)
+    if a.budget_by == "time" and trained:
+        pool.budget = time_budget(strategies, pool, cal)
+        print(f"--budget-by time: about {steps * cal['step_s']:.0f}s of training per run; steps: {', '.join(f'{k} {v}' for k, v in pool.budget.items())}")
     p, dropped = plan(strategies, a.seeds, pool, cal, parse_duration(a.budget) if a.budget else None)
     print(f"ftlab compare: {len(strategies)} strategies × {a.seeds} seeds on {source} ({len(df)} examples, {len(names)} classes), "
-          f"{steps} steps of batch {a.batch_size} each; plan: {p.runs.sum()} runs ≈ {p.est_s.sum() / 60:.1f} min here "
+          f"{steps} steps of batch {a.batch_size} each{' (or their time)' if a.budget_by == 'time' else ''}; plan: {p.runs.sum()} runs ≈ {p.est_s.sum() / 60:.1f} min here "
           + (f"(calibrated: {cal['load_s']:.1f}s to load and set up a run, {cal['step_s']:.2f}s per step)" if cal["step_s"] else "(no fine-tuning: nothing to calibrate)"), flush=True)
     if dropped: print(f"--budget {a.budget}: dropped {', '.join(dropped)} (≈ {sum(len(REGISTRY[s].grid) + a.seeds - 1 for s in dropped)} runs) to fit")
     if p.empty: raise ValueError(f"--budget {a.budget} leaves no strategy to run (the first, {strategies[0]}, needs ≈ {run_cost(strategies[0], pool, cal):.0f}s a run); raise it.")
     if a.dry_run: print(p.round(1).to_string(index=False)); return 0
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    runs = run_plan(p.strategy.tolist(), a.seeds, pool, out, _fingerprint(df, a, steps, max_length), a.resume)
+    runs = add_flops(run_plan(p.strategy.tolist(), a.seeds, pool, out, _fingerprint(df, a, steps, max_length, unlabelled), a.resume), pool)
     from ftlab.stats import machine
     rows = long_rows(runs, source, profile(), target).assign(
         command="ftlab compare " + " ".join(argv if argv is not None else sys.argv[1:]), machine=machine(),
@@ -500,9 +741,23 @@ def compare_main(argv=None) -> int:   # the arguments after `ftlab compare`
     lb = leaderboard(rows, margin=a.margin, dataset=source)
     lbt = leaderboard(rows, margin=a.margin, dataset=target) if target else None
     meta = dict(source=source, n=int(len(df) if "domain" not in df else (df.domain == "source").sum()), classes=len(names), model=a.model, max_length=max_length,
-                seeds=a.seeds, steps=steps, batch_size=a.batch_size, margin=a.margin, dropped=dropped, target=target, feat_s=pool.feat_s)
+                seeds=a.seeds, steps=steps, batch_size=a.batch_size, margin=a.margin, dropped=dropped, target=target, feat_s=pool.feat_s,
+                budget_by=a.budget_by, budget=pool.budget, unlabelled=len(unlabelled or []),
+                members=any(REGISTRY[s].kind in ("members", "pretrain", "domain") for s in p.strategy),
+                da=any(REGISTRY[s].kind == "domain" for s in p.strategy))
     files = write_outputs(out, rows, lb, meta, lbt)
     print("\n" + display_table(lb).to_string(index=False))
     if lbt is not None: print(f"\nout of domain ({target}):\n" + display_table(lbt).to_string(index=False))
     print(f"\nwrote {', '.join(str(f) for f in files)}")
     return 0
+
+# %% ../nbs/91_compare.ipynb #ab043d87
+def show_leaderboard(out,                       # a compare's output folder (with `leaderboard.csv`)
+                     dataset: str | None = None, # which dataset's rows (default: the training data; with --target, its name)
+                     margin: float = 0.02):
+    "The leaderboard of a finished compare as Markdown, each strategy linked to the chapter notebook that teaches it."
+    from IPython.display import Markdown
+    rows = pd.read_csv(Path(out)/"leaderboard.csv"); lb = leaderboard(rows, margin=margin, dataset=dataset)
+    t = display_table(lb)
+    t["strategy"] = [s if REGISTRY[s].chapter == "-" else f"[{s}]({REGISTRY[s].chapter}.ipynb)" for s in lb.strategy]
+    return Markdown(t.to_markdown(index=False))

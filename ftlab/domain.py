@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .engine import FitResult, Stream, features, inference_batches, tokenize
+from .engine import FitResult, Stream, eval_mode, features, inference_batches, tokenize
 from .finetune import get_strategy
 from .mlm import continue_pretraining, fixed_masks, heldout_mlm_loss, tied_mlm_head
 
@@ -125,13 +125,16 @@ def clip_normalise(w,                  # non-negative weights
         w = np.minimum(w, clip)
     return w
 
+def _odds_weights(p, n_s: int, n_t: int, clip: float) -> np.ndarray:
+    "The odds $p/(1-p)$ of $p(T\\mid x)$ (kept off 0 and 1) times the prior correction $n_S/n_T$, clipped and normalised."
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return clip_normalise(p / (1 - p) * n_s / n_t, clip)
+
 def importance_weights(source, target,     # `(n, d)` source and target features
                        clip: float = 10.0, # largest weight after normalising to mean 1
                        C: float = 1.0, folds: int = 5, seed: int = 0):  # the domain classifier (see `domain_probabilities`)
     "Weights $w(x) = \\frac{p(T\\mid x)}{p(S\\mid x)}\\frac{n_S}{n_T}$ for the `source` rows, clipped and normalised (`clip_normalise`)."
-    p = domain_probabilities(source, target, C, folds, seed)[:len(source)]
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return clip_normalise(p / (1 - p) * len(source) / len(target), clip)
+    return _odds_weights(domain_probabilities(source, target, C, folds, seed)[:len(source)], len(source), len(target), clip)
 
 def effective_sample_size(w) -> float:
     "Kish's effective sample size $(\\sum w)^2 / \\sum w^2$ of weights `w`."
@@ -145,8 +148,7 @@ def validation_weights(source_train, target,  # `(n, d)` features the domain cla
     "Importance weights of held-out source rows: a logistic-regression domain classifier fitted on `source_train` vs `target` scores `source_val`; odds × $n_S/n_T$, clipped and normalised."
     s, t, v = _np(source_train), _np(target), _np(source_val)
     X, y = np.concatenate([s, t]), np.r_[np.zeros(len(s)), np.ones(len(t))]
-    p = np.clip(_logreg(C, seed).fit(X, y).predict_proba(v)[:, 1], 1e-6, 1 - 1e-6)
-    return clip_normalise(p / (1 - p) * len(s) / len(t), clip)
+    return _odds_weights(_logreg(C, seed).fit(X, y).predict_proba(v)[:, 1], len(s), len(t), clip)
 
 def iw_error(wrong,   # 1/0 per held-out source row: the model's prediction is wrong
              w) -> float:  # the rows' importance weights (see `validation_weights`)
@@ -304,13 +306,12 @@ def adapted_features(model,                  # a trained `FeatureClassifier` or 
                      tokenizer=None) -> torch.Tensor:  # for the default collator's pad id (tokenized text)
     "What the label head of `model` sees (`features_and_logits`) for every row of `ds`: float32, eval mode, dataset order."
     dev = next(model.parameters()).device
-    was = model.training; model.eval(); out = None
-    try:
+    out = None
+    with eval_mode(model):
         for idx, b in inference_batches(ds, batch_size, None, tokenizer, dev, drop=_NOT_INPUTS):
             h = features_and_logits(model, b)[0].float().cpu()
             if out is None: out = torch.empty(len(ds), h.shape[-1])
             out[idx] = h
-    finally: model.train(was)
     return out if out is not None else torch.empty(0)
 
 def pca_2d(source, target) -> pd.DataFrame:  # `(n, d)` features of the two domains

@@ -1,4 +1,4 @@
-"""The one training loop every chapter uses: `fit`, on Hugging Face Accelerate — CPU, one GPU, several processes; schedules, metrics, early stopping, exact resume.
+"""The one training loop every chapter uses: `fit`, on Hugging Face Accelerate — CPU, one GPU, several processes; auxiliary streams and extra modules, checkpoints, exact resume. `ftlab.engine` also re-exports the engine's rooms (runtime settings, data, inference and metrics, optimizer and schedules, callbacks).
 
 Docs: https://ftlab.github.io/ftlab/nbs/engine.html.md"""
 
@@ -6,604 +6,41 @@ Docs: https://ftlab.github.io/ftlab/nbs/engine.html.md"""
 
 # %% ../nbs/01_engine.ipynb #acd1fe06
 from __future__ import annotations
-import contextlib, json, math, os, random, shutil, sys, tempfile, time, warnings, zlib
+import contextlib, math, shutil, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from fastcore.basics import patch
 
 from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_model   # save_model: ftlab.finetune imports it from here
+# the engine's rooms, re-exported so that `from ftlab.engine import X` works for every name in them
+from .runtime import *
+from .data import *
+from .inference import *
+from .optimization import *
+from .callbacks import *
+from .runtime import _renamed_precision
+from .data import _StreamPlan, _as_stream, _to
+from .inference import _check_eval
+from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['PROFILES', 'BF16_MIN_SPEEDUP', 'PROBE_MAX_SPREAD', 'PRECISIONS', 'SCHEDULES', 'TASKS', 'POOLINGS', 'profile',
-           'by_profile', 'seed_everything', 'cpu_bf16_units', 'precision_probe', 'bf16_speedup', 'resolve_precision',
-           'trained_precision', 'inference_autocast', 'precision_main', 'tokenize', 'Collator', 'epoch_batches',
-           'lr_multiplier', 'make_scheduler', 'classification_metrics', 'regression_metrics', 'columns', 'lengths',
-           'inference_batches', 'eval_mode', 'evaluate', 'predict_logits', 'features', 'TrainState', 'Callback',
-           'EarlyStopping', 'ProgressBar', 'LivePlot', 'no_decay', 'param_groups', 'adamw', 'TrainingDiverged',
-           'FitResult', 'accelerate_precision', 'release_accelerator', 'get_accelerator', 'default_loss', 'Stream',
-           'check_data', 'fit', 'add_lm_labels']
-
-# %% ../nbs/01_engine.ipynb #fc179df7
-PROFILES = ("fast", "medium", "full")
-
-def profile() -> str:
-    "The active profile: `$FTLAB_PROFILE` if set, else 'full' with a GPU and 'fast' without."
-    p = os.environ.get("FTLAB_PROFILE", "").strip().lower()
-    if p:
-        if p not in PROFILES: raise ValueError(f"FTLAB_PROFILE must be one of {PROFILES}, got {p!r}.")
-        return p
-    return "full" if torch.cuda.is_available() else "fast"
-
-def by_profile(fast,          # the configuration CI runs: each notebook well under 3 minutes on 2 CPU cores
-               full,          # the real sizes (the default with a GPU)
-               medium=None):  # a recorded laptop-CPU run (at most ~30 minutes a chapter); defaults to `fast`
-    "`fast`, `medium` or `full`, whichever profile is active."
-    p = profile()
-    return full if p == "full" else (fast if medium is None else medium) if p == "medium" else fast
-
-def seed_everything(seed: int = 0):
-    "Seed python, numpy and torch (all devices) with `seed`."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-
-# %% ../nbs/01_engine.ipynb #d6a1a3aa
-BF16_MIN_SPEEDUP = 1.5          # bf16 autocast on a CPU only when its matmul is at least this much faster than fp32
-PROBE_MAX_SPREAD = 1.3          # a probe is steady when each dtype's median repeat lies within this factor of its best
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_PRECISION_SHOWN = set()
-_PROBED = {}                    # this process's verdicts by machine key: the cache file is read once, not on every evaluate
-
-def _cache_dir() -> Path: return Path(os.environ.get("FTLAB_HOME") or Path.home()/".cache"/"ftlab").expanduser()
-def _probe_file() -> Path: return _cache_dir()/"precision_probe.json"
-
-def _cpu_name() -> str:
-    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration): import platform; return platform.processor() or platform.machine()
-
-def _probe_key(n: int = 512) -> str: return f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}|n {n}"
-
-def cpu_bf16_units(cpuinfo: str | None = None) -> bool | None:   # the text of /proc/cpuinfo (default: read it)
-    "Whether the CPU reports bf16 arithmetic (x86 `avx512_bf16` or `amx_bf16`, Arm `bf16`); None where it reports no flags."
-    if cpuinfo is None:
-        try: cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError: return None
-    flags = set()
-    for line in cpuinfo.splitlines():
-        k, _, v = line.partition(":")
-        if k.strip().lower() in ("flags", "features"): flags |= set(v.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
-
-def _matmul_time(dtype, n: int, reps: int, budget: float = 0.25) -> float:
-    "Seconds per `n`×`n` product in `dtype`: the mean of `reps` after a warm-up, fewer once `budget` seconds are spent."
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
-    k, t = 0, time.perf_counter()
-    while k < reps and (k == 0 or time.perf_counter() - t < budget): a @ b; k += 1   # a slow dtype is timed once
-    return (time.perf_counter() - t) / k
-
-def _probe_once(n: int, reps: int, trials: int = 3) -> dict:
-    times = {"fp32": [], "bf16": []}
-    for _ in range(trials):                  # interleaved, so a load that comes and goes hits both alike
-        for d, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)): times[d].append(_matmul_time(dt, n, reps))
-    return dict(ratio=round(min(times["fp32"]) / min(times["bf16"]), 3),
-                spread=round(max(sorted(v)[len(v) // 2] / min(v) for v in times.values()), 3))   # one outlier tolerated
-
-def precision_probe(n: int = 512, reps: int = 8, cache: bool = True, attempts: int = 3) -> dict:
-    "The CPU's precision verdict ('bf16' or 'fp32') from timing bf16 against fp32 matmuls, with the `ratio`, whether it was `trusted`, and `why`."
-    key = _probe_key(n)
-    if cache and key in _PROBED: return _PROBED[key]
-    try: known = json.loads(_probe_file().read_text()) if cache and _probe_file().exists() else {}
-    except ValueError: known = {}
-    if isinstance(known.get(key), dict): _PROBED[key] = known[key]; return known[key]   # (a bare number: an older, unchecked probe)
-    units, runs = cpu_bf16_units(), []
-    fast = lambda r: r["ratio"] >= BF16_MIN_SPEEDUP
-    for _ in range(attempts):
-        runs.append(r := _probe_once(n, reps))
-        if r["spread"] <= PROBE_MAX_SPREAD and (units is None or fast(r) == units): break   # steady, and as the CPU's flags say
-    steady = lambda x: x["spread"] <= PROBE_MAX_SPREAD
-    # trusted: the last try is steady and agrees with the flags, or every try was steady and they all agree with each other
-    trusted = (steady(r) and (units is None or fast(r) == units)) or (all(map(steady, runs)) and len({fast(x) for x in runs}) == 1)
-    m = f"bf16 matmul {r['ratio']:.2f}x fp32, median repeat within {r['spread']:.2f}x of the best"
-    if trusted:
-        verdict, why = ("bf16" if fast(r) else "fp32"), f"{m}; threshold {BF16_MIN_SPEEDUP}x"
-    else:
-        verdict = ("bf16" if units else "fp32") if units is not None else ("bf16" if fast(r) else "fp32")
-        why = (f"probe unsteady over {len(runs)} tries ({m}; a loaded machine?), so "
-               + (f"the CPU's flags decide: bf16 units {'present' if units else 'absent'}" if units is not None else "its last try decides")
-               + "; not cached, measured again in the next process")
-    out = dict(verdict=verdict, ratio=r["ratio"], spread=r["spread"], tries=len(runs), trusted=trusted, cpu_bf16_units=units,
-               why=why, date=time.strftime("%Y-%m-%d %H:%M:%S"))
-    if cache:
-        _PROBED[key] = out
-        if trusted:
-            try: _probe_file().parent.mkdir(parents=True, exist_ok=True); _probe_file().write_text(json.dumps({**known, key: out}, indent=1))
-            except OSError: pass
-    return out
-
-def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
-    "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (see `precision_probe`)."
-    return precision_probe(n, reps, cache)["ratio"]
-
-def resolve_precision(precision: str = "auto") -> str:   # 'auto' (reads `$FTLAB_PRECISION`, else probes), 'fp32' (or 'no'), 'bf16', 'fp16'
-    "The concrete precision — 'fp32', 'bf16' or 'fp16' — that `precision` names here: the one name `fit`, `evaluate`, `predict_logits` and `features` take."
-    p = {"no": "fp32"}.get(precision, precision)
-    if p not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS} (or 'no'), got {precision!r}.")
-    if p != "auto": return p
-    env = os.environ.get("FTLAB_PRECISION", "").strip().lower()
-    if env:
-        if env not in PRECISIONS: raise ValueError(f"FTLAB_PRECISION must be one of {PRECISIONS}, got {env!r}.")
-        if env != "auto": return env
-    if torch.cuda.is_available(): return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return precision_probe()["verdict"]
-
-def _show_precision(p: str, asked: str = "auto"):
-    if p in _PRECISION_SHOWN: return
-    _PRECISION_SHOWN.add(p)
-    if asked != "auto": why = f"precision={asked!r}"
-    elif torch.cuda.is_available(): why = "GPU"
-    elif os.environ.get("FTLAB_PRECISION"): why = f"FTLAB_PRECISION={os.environ['FTLAB_PRECISION']}"
-    else: why = f"{precision_probe()['why']}; FTLAB_PRECISION overrides"
-    print(f"ftlab: training precision {p} ({why})", file=sys.stderr, flush=True)
-
-def trained_precision(model) -> str:   # a model, or None
-    "The precision `fit` last trained `model` in ('fp32', 'bf16' or 'fp16'), or 'auto' for a model `fit` has not trained."
-    return getattr(model, "ftlab_precision", None) or "auto"
-
-def inference_autocast(device,                    # a device, or a model (its parameters' device is used)
-                       precision: str | None = None,  # 'auto', 'fp32', 'bf16' or 'fp16'; None: the model's `trained_precision`
-                       ) -> contextlib.AbstractContextManager:
-    "Autocast outside `fit` (`evaluate`, `predict_logits`, `features`, test-time adaptation) in the precision `resolve_precision(precision)` picks."
-    if precision is None: precision = trained_precision(device if isinstance(device, torch.nn.Module) else None)
-    if isinstance(device, torch.nn.Module): device = next(device.parameters()).device
-    p = resolve_precision(precision)
-    if p == "fp32": return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
-
-# %% ../nbs/01_engine.ipynb #c2d455a1
-def precision_main(argv=None) -> int:   # the arguments after `ftlab precision`
-    "The `precision` command: the precision `fit` picks here and why; `--probe` measures again, `--clear` forgets the cached verdicts."
-    import argparse
-    ap = argparse.ArgumentParser(prog="ftlab precision", description="The precision fit trains in on this machine (precision='auto'), and why.")
-    ap.add_argument("--probe", action="store_true", help="time bf16 against fp32 again now (the verdict is cached when the probe is trusted)")
-    ap.add_argument("--clear", action="store_true", help="delete the cached verdicts (FTLAB_HOME/precision_probe.json)")
-    a = ap.parse_args([] if argv is None else list(argv))
-    f = _probe_file(); shown = str(f).replace(str(Path.home()), "~", 1)
-    if a.clear:
-        print(f"removed {shown}" if f.exists() else f"no cached verdicts at {shown}"); f.unlink(missing_ok=True); _PROBED.clear()
-        if not a.probe: return 0
-    if a.probe:
-        _PROBED.pop(_probe_key(), None)
-        try: known = json.loads(f.read_text()) if f.exists() else {}
-        except ValueError: known = {}
-        if known.pop(_probe_key(), None) is not None: f.write_text(json.dumps(known, indent=1))
-    if torch.cuda.is_available():
-        print(f"auto -> {resolve_precision()} (GPU {torch.cuda.get_device_name(0)}: bf16 where it is supported)"); return 0
-    env, p = os.environ.get("FTLAB_PRECISION", "").strip(), precision_probe()
-    print(f"auto -> {resolve_precision()}" + (f" (FTLAB_PRECISION={env} overrides the probe)" if env else ""))
-    print(f"probe: {p['verdict']}: {p['why']} ({p['date']})")
-    print(f"cached in {shown}" if p["trusted"] else "not cached: the next process measures again")
-    units = {True: "yes", False: "no", None: "unknown (no CPU flags to read)"}[p["cpu_bf16_units"]]
-    print(f"CPU reports bf16 units: {units}; {_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    return 0
-
-# %% ../nbs/01_engine.ipynb #3a809f4a
-def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` with a text column
-             tokenizer,               # a `transformers` tokenizer
-             max_length: int = 128,   # longer texts are truncated (a warning says how many)
-             text_col: str = "text",  # the column holding the text
-             label_col: str = "label",# renamed to `labels` if present
-             keep: tuple = ()):       # other columns to keep (everything else is dropped)
-    "Tokenize `data[text_col]` without padding; keep `labels` and the `keep` columns."
-    import datasets
-    if isinstance(data, datasets.DatasetDict):
-        return datasets.DatasetDict({k: tokenize(v, tokenizer, max_length, text_col, label_col, keep) for k, v in data.items()})
-    if text_col not in data.column_names:
-        raise ValueError(f"tokenize: no column {text_col!r}; the dataset has {data.column_names}. Pass text_col=.")
-    texts = list(data[text_col])
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"tokenize: {len(bad)} rows of {text_col!r} are not strings (first at row {bad[0]}: "
-                         f"{data[bad[0]][text_col]!r}). Drop or fill them before tokenizing.")
-    enc = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": [], "attention_mask": []}
-    n_long = sum(len(x) >= max_length for x in enc["input_ids"]) and sum(len(x) > max_length for x in tokenizer(texts, truncation=False)["input_ids"])
-    if n_long: warnings.warn(f"tokenize: {n_long} of {len(data)} texts are longer than max_length={max_length} tokens and were truncated.", stacklevel=2)
-    cols = {k: v for k, v in enc.items()}
-    if label_col in data.column_names: cols["labels"] = list(data[label_col])
-    for c in keep: cols[c] = list(data[c])
-    import dataclasses
-    return datasets.Dataset.from_dict(cols, info=dataclasses.replace(data.info, features=None))
-
-# %% ../nbs/01_engine.ipynb #aabe91a1
-class Collator:
-    "Pad a batch (list of dicts, or dict of lists) to its longest sequence and return tensors."
-    def __init__(self, tokenizer=None, pad_token_id: int | None = None, label_pad: int = -100, pad_to_multiple_of: int | None = None):
-        self.pad_id = pad_token_id if pad_token_id is not None else (getattr(tokenizer, "pad_token_id", None) or 0)
-        self.label_pad, self.multiple = label_pad, pad_to_multiple_of
-
-    def __call__(self, batch) -> dict:
-        if isinstance(batch, (list, tuple)): batch = {k: [b[k] for b in batch] for k in batch[0]}
-        out = {}
-        for k, vals in batch.items():
-            if isinstance(vals[0], str): continue
-            if isinstance(vals[0], (list, tuple, np.ndarray, torch.Tensor)):
-                n = max(len(v) for v in vals)
-                if self.multiple: n = -(-n // self.multiple) * self.multiple
-                pad = self.pad_id if k == "input_ids" else self.label_pad if k == "labels" else 0
-                t = torch.full((len(vals), n), pad, dtype=torch.long if not isinstance(vals[0][0] if len(vals[0]) else 0, float) else torch.float)
-                for i, v in enumerate(vals): t[i, :len(v)] = torch.as_tensor(v, dtype=t.dtype)
-                out[k] = t
-            else:
-                out[k] = torch.tensor(vals, dtype=torch.float if isinstance(vals[0], float) else torch.long)
-        return out
-
-# %% ../nbs/01_engine.ipynb #c2d7dcf9
-def epoch_batches(lengths, batch_size: int, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-                  group_by_length: bool = False, drop_last: bool = False) -> list:
-    "Index lists of one epoch's global batches, a pure function of the arguments."
-    n = len(lengths)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
-    if group_by_length:
-        mega = batch_size * 50
-        order = [i for s in range(0, n, mega) for i in sorted(order[s:s+mega], key=lambda i: -lengths[i])]
-    batches = [order[s:s+batch_size] for s in range(0, n, batch_size)]
-    if drop_last and batches and len(batches[-1]) < batch_size: batches = batches[:-1]
-    if group_by_length and shuffle:
-        perm = torch.randperm(len(batches), generator=g).tolist()
-        batches = [batches[i] for i in perm]
-    return batches
-
-# %% ../nbs/01_engine.ipynb #0036ce51
-def lr_multiplier(kind: str, total: int, warmup: int = 0, cut_frac: float = 0.1, ratio: float = 32) -> Callable[[int], float]:
-    "The learning-rate multiplier of schedule `kind` as a function of the step."
-    total = max(1, total)
-    def linear(t):
-        if t < warmup: return t / max(1, warmup)
-        return max(0.0, (total - t) / max(1, total - warmup))
-    def cosine(t):
-        if t < warmup: return t / max(1, warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warmup) / max(1, total - warmup))))
-    def constant(t): return t / max(1, warmup) if t < warmup else 1.0
-    def slanted_triangular(t):
-        cut = max(1, warmup or int(total * cut_frac))
-        p = t / cut if t < cut else max(0.0, 1 - (t - cut) / max(1, total - cut))
-        return (1 + p * (ratio - 1)) / ratio
-    def one_cycle(t):
-        up = max(1, warmup or int(0.3 * total))
-        if t < up: return 1/25 + (1 - 1/25) * t / up
-        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(1.0, (t - up) / max(1, total - up))))
-    fns = dict(linear=linear, cosine=cosine, constant=constant, slanted_triangular=slanted_triangular, one_cycle=one_cycle)
-    if kind not in fns: raise ValueError(f"Unknown schedule {kind!r}; choose one of {', '.join(fns)} or pass a callable.")
-    return fns[kind]
-
-SCHEDULES = ("linear", "cosine", "constant", "slanted_triangular", "one_cycle")
-
-def make_scheduler(optimizer, kind="linear", total_steps: int = 1, warmup: float | int = 0.0):
-    "A `LambdaLR` for schedule `kind` (or `kind(optimizer, total_steps)` if callable); `warmup` as a fraction or a step count."
-    if callable(kind): return kind(optimizer, total_steps)
-    w = int(round(warmup * total_steps)) if isinstance(warmup, float) and warmup < 1 else int(warmup)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(kind, total_steps, w))
-
-# %% ../nbs/01_engine.ipynb #7b145343
-def classification_metrics(preds, labels) -> dict:
-    "Accuracy, macro-F1, macro precision and macro recall of integer `preds` against `labels`."
-    p, y = np.asarray(preds).ravel(), np.asarray(labels).ravel()
-    if len(p) != len(y): raise ValueError(f"{len(p)} predictions for {len(y)} labels.")
-    if len(y) == 0: return dict(accuracy=float("nan"), macro_f1=float("nan"), precision=float("nan"), recall=float("nan"))
-    classes = np.union1d(p, y)
-    f1s, precs, recs = [], [], []
-    for c in classes:
-        tp = np.sum((p == c) & (y == c)); fp = np.sum((p == c) & (y != c)); fn = np.sum((p != c) & (y == c))
-        pr = tp / (tp + fp) if tp + fp else 0.0; rc = tp / (tp + fn) if tp + fn else 0.0
-        precs.append(pr); recs.append(rc); f1s.append(2 * pr * rc / (pr + rc) if pr + rc else 0.0)
-    return dict(accuracy=float(np.mean(p == y)), macro_f1=float(np.mean(f1s)), precision=float(np.mean(precs)), recall=float(np.mean(recs)))
-
-def regression_metrics(preds, targets) -> dict:
-    "MSE, MAE and Pearson correlation of real-valued `preds` against `targets`."
-    p, y = np.asarray(preds, dtype=float).ravel(), np.asarray(targets, dtype=float).ravel()
-    if len(p) != len(y): raise ValueError(f"{len(p)} predictions for {len(y)} targets.")
-    r = float(np.corrcoef(p, y)[0, 1]) if len(p) > 1 and p.std() > 0 and y.std() > 0 else float("nan")
-    return dict(mse=float(np.mean((p - y) ** 2)), mae=float(np.mean(np.abs(p - y))), pearson=r)
-
-# %% ../nbs/01_engine.ipynb #30a28ace
-TASKS = ("classification", "regression", "token", "lm")
-
-def columns(ds) -> dict:
-    "The non-string columns of dataset `ds` as python lists (one arrow read, then cheap indexing); a dict is returned as it is."
-    if isinstance(ds, dict): return ds
-    keep = [c for c in ds.column_names if not (len(ds) and isinstance(ds[0][c], str))]
-    return ds.select_columns(keep).to_dict()
-
-def lengths(cols: dict) -> list:
-    "The real (unpadded) length of every example in `cols` (from `columns`)."
-    if "attention_mask" in cols: return [int(sum(m)) for m in cols["attention_mask"]]
-    if "input_ids" in cols: return [len(x) for x in cols["input_ids"]]
-    return [1] * len(next(iter(cols.values())))
-
-def _to(batch, device): return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-def inference_batches(ds,                     # a tokenized `Dataset` (or the dict `columns(ds)` returns)
-                      batch_size: int = 64,
-                      collate_fn=None,        # default: `Collator(tokenizer)`
-                      tokenizer=None,
-                      device=None,            # where the batches go (default: CPU)
-                      drop: tuple = (),       # columns to leave out of the batches (e.g. `("labels",)`)
-                      rank: int = 0, world: int = 1):  # this process's share when several run
-    "Yield `(indices, batch)` over `ds` in batches sorted by length (least padding); `indices` are dataset rows."
-    cols = columns(ds)
-    cols = {k: v for k, v in cols.items() if k not in drop}
-    collate = collate_fn or Collator(tokenizer)
-    order = sorted(range(len(next(iter(cols.values())))), key=lengths(cols).__getitem__)[rank::world] if cols else []
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s+batch_size]
-        b = collate({k: [v[i] for i in idx] for k, v in cols.items()})
-        yield idx, (_to(b, device) if device is not None else b)
-
-# %% ../nbs/01_engine.ipynb #475969db
-def _device_of(model): return next(model.parameters()).device
-
-@contextlib.contextmanager
-def eval_mode(*modules):   # the modules to switch to eval mode (None is skipped)
-    "Put `modules` (every submodule) in eval mode for the block; then give each submodule back the mode it had."
-    was = [(m, m.training) for mod in modules if mod is not None for m in mod.modules()]
-    try:
-        for mod in modules:
-            if mod is not None: mod.eval()
-        yield
-    finally:
-        for m, t in was: m.training = t
-
-def _task_step(task):
-    "`evaluate`'s step for `task`: `step(model, batch) -> (preds, labels, loss, n)`, `loss` the model's own mean over `n` rows (tokens for 'lm')."
-    def step(model, batch):
-        out = model(**batch); loss = getattr(out, "loss", None)
-        if task == "lm":   # the model's loss is a mean over the predicted tokens: all but each row's first, labels -100 left out
-            if loss is None: raise ValueError("evaluate: task='lm' needs the model's own loss: add labels (see `add_lm_labels`).")
-            return None, None, loss, int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else int(batch["attention_mask"][:, 1:].sum())
-        logits, y = (out.logits if hasattr(out, "logits") else out), batch["labels"]
-        if task == "classification": return logits.argmax(-1), y, loss, len(y)
-        if task == "regression": return logits.squeeze(-1).float(), y, loss, len(y)
-        keep = y != -100
-        return logits.argmax(-1)[keep], y[keep], loss, len(y)
-    return step
-
-def _check_eval(ds, who: str, fix: str = ""):
-    "Refuse an empty evaluation set: every metric of it would be NaN (a perplexity 1), which reads as a result."
-    n = len(ds) if hasattr(ds, "column_names") else len(next(iter(ds.values()), ())) if isinstance(ds, dict) else len(ds)
-    if n == 0: raise ValueError(f"{who}: the evaluation dataset is empty (0 rows), so every metric would be NaN. Check the split or the filter "
-                                f"that produced it (a test subset of size 0, a filter that matched nothing){fix}.")
-
-def evaluate(model,                         # the model to measure
-             ds,                            # a tokenized `Dataset` with `labels` (for unlabelled data see `predict_logits`)
-             task: str = "classification",  # one of `TASKS`: picks predictions and metrics (table above)
-             batch_size: int = 64,
-             collate_fn=None,
-             tokenizer=None,                # for the default `Collator`'s pad id
-             predict_fn=None,               # `predict_fn(model, batch) -> (preds, labels)` for other outputs
-             metrics: Callable | None = None,  # `metrics(preds, labels) -> dict`
-             accelerator=None,              # several processes: each takes its share, results are gathered (and its precision is used)
-             precision: str | None = None) -> dict:  # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
-    "Metrics of `model` on dataset `ds` for `task` (see the table above), plus the mean `loss`."
-    if task not in TASKS and predict_fn is None: raise ValueError(f"task must be one of {TASKS} (or pass predict_fn), got {task!r}.")
-    _check_eval(ds, "evaluate")
-    if predict_fn is None and task != "lm" and "labels" not in ds.column_names:
-        raise ValueError(f"evaluate: the data has no labels column (it has {ds.column_names}); to get predictions for "
-                         f"unlabelled data use predict_logits(model, ds).")
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    device = accelerator.device if accelerator else _device_of(model)
-    step = _task_step(task) if predict_fn is None else lambda m, b: (*predict_fn(m, b), None, 0)
-    preds, labels, loss_sum, loss_n = [], [], 0.0, 0
-    with torch.inference_mode(), eval_mode(model), accelerator.autocast() if accelerator else inference_autocast(model, precision):
-        for _, batch in inference_batches(ds, batch_size, collate_fn, tokenizer, device, rank=rank, world=world):
-            p, y, loss, n = step(model, batch)
-            if loss is not None: loss_sum += float(loss) * n; loss_n += n
-            if p is not None: preds.append(p.float().cpu() if task == "regression" else p.cpu()); labels.append(y.cpu())
-    if world > 1:
-        from accelerate.utils import gather_object
-        preds, labels = gather_object(preds), gather_object(labels)
-        loss_sum, loss_n = (sum(gather_object([x])) for x in (loss_sum, loss_n))
-    if task == "lm" and predict_fn is None:
-        loss = loss_sum / max(1, loss_n)
-        return dict(loss=loss, perplexity=math.exp(min(loss, 50)))
-    p = torch.cat(preds).numpy() if preds else np.array([]); y = torch.cat(labels).numpy() if labels else np.array([])
-    res = (metrics or (regression_metrics if task == "regression" else classification_metrics))(p, y)
-    return dict(loss=loss_sum / loss_n, **res) if loss_n else res
-
-# %% ../nbs/01_engine.ipynb #42751604
-@torch.inference_mode()
-def predict_logits(model,                  # a classifier (or any model whose output has `.logits`)
-                   ds,                     # a tokenized `Dataset`; labels are not needed
-                   batch_size: int = 64,
-                   tokenizer=None,
-                   collate_fn=None,
-                   precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
-    "The float32 logits of `model` for every row of `ds`, in dataset order, computed in eval mode."
-    out = None
-    with eval_mode(model):
-        for idx, b in inference_batches(ds, batch_size, collate_fn, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(model, precision): lg = model(**b).logits.float().cpu()
-            if out is None: out = torch.empty((len(ds),) + tuple(lg.shape[1:]))
-            out[idx] = lg
-    return out if out is not None else torch.empty(0)
-
-POOLINGS = ("mean", "cls")
-
-@torch.inference_mode()
-def features(model,                  # a `transformers` encoder, or a classifier (its body's hidden states are used)
-             ds,                     # a tokenized `Dataset`
-             pooling: str = "mean",  # 'mean' over real tokens, or 'cls' (the first token's state)
-             batch_size: int = 64,
-             layer: int = -1,        # which hidden state: -1 the last layer's output, 0 the embeddings
-             tokenizer=None,
-             precision: str | None = None) -> torch.Tensor:   # 'auto', 'fp32', 'bf16', 'fp16'; None: the precision `fit` trained `model` in
-    "One float32 feature vector per row of `ds` from `model` (eval mode, no gradients), in dataset order."
-    if pooling not in POOLINGS: raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
-    out = None
-    with eval_mode(model):
-        for idx, b in inference_batches(ds, batch_size, None, tokenizer, _device_of(model), drop=("labels",)):
-            with inference_autocast(model, precision): h = model(**b, output_hidden_states=True).hidden_states[layer].float()
-            if pooling == "cls": f = h[:, 0]
-            else:
-                m = b["attention_mask"].unsqueeze(-1).to(h.dtype) if "attention_mask" in b else torch.ones_like(h[..., :1])
-                f = (h * m).sum(1) / m.sum(1).clamp(min=1)
-            if out is None: out = torch.empty(len(ds), f.shape[-1])
-            out[idx] = f.float().cpu()
-    return out.clone() if out is not None else torch.empty(0)
-
-# %% ../nbs/01_engine.ipynb #9d3483ea
-@dataclass
-class TrainState:
-    "What the loss function and callbacks see: the model, optimizer, counters, this step's batches, the last loss and logs, the history."
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    accelerator: object
-    total_steps: int
-    steps_per_epoch: int
-    epochs: int
-    step: int = 0                                      # optimizer steps done
-    epoch: int = 0
-    history: list = field(default_factory=list)        # rows of the history so far (dicts)
-    should_stop: bool = False                          # a callback sets it to end the run
-    stop_reason: str = ""
-    batches: dict = field(default_factory=dict)        # this micro-batch of every stream: 'train' and each auxiliary stream
-    modules: dict = field(default_factory=dict)        # the extra trainable modules, by name (as prepared by Accelerate)
-    frozen: dict = field(default_factory=dict)         # the frozen modules, by name, on the device
-    seed: int = 0
-    last_loss: object = None                           # the last optimizer step's loss (a 0-d tensor), see `loss`
-    last_logs: dict = field(default_factory=dict)      # the last optimizer step's logs (values may be tensors), see `logs`
-
-    @property
-    def loss(self) -> float:
-        "The last optimizer step's training loss (mean over its micro-batches); NaN before the first step."
-        return float("nan") if self.last_loss is None else float(self.last_loss)
-    @property
-    def logs(self) -> dict:
-        "The last optimizer step's logs from the loss function, as floats (mean over its micro-batches)."
-        return {k: float(v) for k, v in self.last_logs.items()}
-
-class Callback:
-    "Base class: override any of the hooks; each gets the `TrainState`."
-    order = 0
-    def on_fit_start(self, state): pass
-    def on_epoch_start(self, state): pass
-    def on_step_end(self, state): pass
-    def on_evaluate(self, state, metrics): pass
-    def on_epoch_end(self, state): pass
-    def on_fit_end(self, state): pass
-
-# %% ../nbs/01_engine.ipynb #54162f70
-class EarlyStopping(Callback):
-    "Stop when `metric` has not improved by `min_delta` for `patience` evaluations; optionally restore the best weights."
-    def __init__(self, metric: str = "accuracy", patience: int = 2, mode: str = "max", min_delta: float = 0.0, restore_best: bool = True):
-        if mode not in ("max", "min"): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
-        self.metric, self.patience, self.mode, self.min_delta, self.restore_best = metric, patience, mode, min_delta, restore_best
-    def on_fit_start(self, state): self.best, self.bad, self.best_state, self.best_step = None, 0, None, None
-    def on_evaluate(self, state, metrics):
-        if self.metric not in metrics: raise ValueError(f"EarlyStopping watches {self.metric!r} but evaluation gives {sorted(metrics)}.")
-        v = metrics[self.metric]
-        better = self.best is None or (v > self.best + self.min_delta if self.mode == "max" else v < self.best - self.min_delta)
-        if better:
-            self.best, self.bad, self.best_step = v, 0, state.step
-            if self.restore_best: self.best_state = {k: t.detach().cpu().clone() for k, t in state.accelerator.unwrap_model(state.model).state_dict().items()}
-        else:
-            self.bad += 1
-            if self.bad >= self.patience:
-                state.should_stop, state.stop_reason = True, f"early stopping: {self.metric} did not improve for {self.patience} evaluations (best {self.best:.4f} at step {self.best_step})"
-    def on_fit_end(self, state):
-        if self.restore_best and self.best_state is not None: state.accelerator.unwrap_model(state.model).load_state_dict(self.best_state)
-
-class ProgressBar(Callback):
-    "A `tqdm.auto` bar over optimizer steps, showing the latest training loss and evaluation metric."
-    order = -10
-    def on_fit_start(self, state):
-        from tqdm.auto import tqdm
-        self.bar = tqdm(total=state.total_steps, initial=state.step, desc="fit", leave=True,
-                        disable=not state.accelerator.is_main_process, dynamic_ncols=True, mininterval=0.5)
-    def on_step_end(self, state):
-        self.bar.update(state.step - self.bar.n)
-        last = state.history[-1] if state.history else {}
-        if last.get("split") == "train" and last.get("step") == state.step: self.bar.set_postfix(loss=f"{last['loss']:.4f}", refresh=False)
-    def on_evaluate(self, state, metrics):
-        k = next((m for m in ("accuracy", "mse", "perplexity", "loss") if m in metrics), None)
-        if k: self.bar.set_postfix_str(f"eval {k}={metrics[k]:.4f}", refresh=False)
-    def on_fit_end(self, state): self.bar.close()
-
-# %% ../nbs/01_engine.ipynb #3f178172
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
-    except Exception: return False
-
-class LivePlot(Callback):
-    "Live training-loss and evaluation-metric curves: a widget in notebooks, text lines elsewhere."
-    order = 10
-    def __init__(self, metric: str | None = None, every: float = 5.0, title: str = "training"):
-        self.metric, self.every, self.title = metric, every, title
-    def on_fit_start(self, state):
-        self.widget = _in_notebook() and state.accelerator.is_main_process
-        self.last = 0.0
-        if self.widget:
-            import ipywidgets as W
-            from IPython.display import display
-            self.out = W.Output(); display(self.out)
-    def _draw(self, state, force=False):
-        if not self.widget or (not force and time.time() - self.last < self.every): return
-        self.last = time.time()
-        import matplotlib.pyplot as plt
-        h = pd.DataFrame(state.history)
-        if h.empty: return
-        tr, ev = h[h.split == "train"], h[h.split == "eval"]
-        m = self.metric or next((c for c in ("accuracy", "mse", "perplexity") if c in ev), None)
-        fig, axes = plt.subplots(1, 2 if m and not ev.empty else 1, figsize=(9, 3), squeeze=False)
-        axes[0, 0].plot(tr.step, tr.loss); axes[0, 0].set(title=f"{self.title}: training loss", xlabel="optimizer step", ylabel="loss")
-        if m and not ev.empty and axes.shape[1] > 1:
-            axes[0, 1].plot(ev.step, ev[m], "o-"); axes[0, 1].set(title=f"evaluation {m}", xlabel="optimizer step", ylabel=m)
-        fig.tight_layout()
-        with self.out:
-            self.out.clear_output(wait=True); plt.show()
-        plt.close(fig)
-    def on_step_end(self, state): self._draw(state)
-    def on_evaluate(self, state, metrics):
-        if not self.widget and state.accelerator.is_main_process:
-            print(f"step {state.step:>6d}  epoch {state.epoch}  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-        self._draw(state)
-    def on_fit_end(self, state): self._draw(state, force=True)
-
-# %% ../nbs/01_engine.ipynb #d844d8f6
-def no_decay(name: str, p) -> bool:
-    "The usual rule: no weight decay on biases, norms and other 1-d parameters."
-    return p.ndim < 2 or "norm" in name.lower()
-
-def param_groups(model,                          # the model (or any module) to optimize
-                 lr: float,                      # the base learning rate
-                 weight_decay: float = 0.01,     # decay for the parameters `no_decay` does not exempt
-                 lr_of: Callable | None = None,  # `lr_of(name) -> lr` for per-parameter rates (heads, layers)
-                 trainable_only: bool = False,   # leave out frozen parameters (keep them to unfreeze later)
-                 prefix: str = "") -> list[dict]: # prepended to every name `lr_of` sees
-    "Optimizer parameter groups of `model`: one per (learning rate, weight decay), biases and norms undecayed."
-    groups = {}
-    for n, p in model.named_parameters():
-        if trainable_only and not p.requires_grad: continue
-        rate = lr_of(prefix + n) if lr_of else lr
-        wd = 0.0 if no_decay(n, p) else weight_decay
-        groups.setdefault((rate, wd), []).append(p)
-    return [dict(params=ps, lr=rate, weight_decay=wd) for (rate, wd), ps in groups.items()]
-
-def adamw(groups, lr, weight_decay):
-    "AdamW, fused (one kernel over all parameters, CPU or CUDA) where PyTorch supports every parameter; else the default."
-    ps = [p for g in groups for p in g["params"]]
-    fused = bool(ps) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in ps)
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
     "The training loss became NaN or infinite."
+
+def _diverged(value, step: int, output_dir) -> TrainingDiverged:
+    "The error for a loss that became `value` by `step`, naming the last good checkpoint in `output_dir` and what to try."
+    last = latest_checkpoint(output_dir) if output_dir else None
+    return TrainingDiverged(f"The training loss became {value} at or before step {step}. "
+                            + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
+                            + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
+                              "add warm-up, or check the data for extreme or invalid labels.")
 
 @dataclass
 class FitResult:
@@ -623,42 +60,7 @@ class FitResult:
         m = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items())
         return f"FitResult(steps={self.steps}, train_time_s={self.train_time_s:.1f}, samples/s={self.samples_per_s:.1f}, {m})"
 
-# %% ../nbs/01_engine.ipynb #8f102cc6
-_ACCEL = None
-
-def accelerate_precision(p: str) -> str:
-    "Accelerate's name for ftlab's precision `p` (see `resolve_precision`): 'fp32' is Accelerate's 'no'."
-    return {"fp32": "no"}.get(p, p)
-
-def release_accelerator():
-    "Forget the process's Accelerate state (the engine's accelerator and any other library's, e.g. a trl trainer's), so the next one may pick its own precision."
-    global _ACCEL
-    from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state(True); _ACCEL = None
-
-def get_accelerator(precision: str = "auto"):   # 'auto', 'fp32', 'bf16' or 'fp16' (see `resolve_precision`)
-    "The process's `Accelerator` at `precision`: created once, re-created when the precision asked for differs from the one the process's Accelerate state holds (the engine's own or a trl trainer's)."
-    global _ACCEL
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    p = resolve_precision(precision); mp = accelerate_precision(p)
-    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp: release_accelerator()
-    if _ACCEL is None or _ACCEL.mixed_precision != mp:
-        # several processes without a GPU (torchrun on CPUs): Accelerate only uses gloo if told cpu=True
-        multi_cpu = not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", 1)) > 1 or "LOCAL_RANK" in os.environ)
-        _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
-    if _ACCEL.is_main_process: _show_precision(p, precision)
-    return _ACCEL
-
-
-def _renamed_precision(precision: str, mixed_precision: str | None, who: str) -> str:
-    "`precision`, or the deprecated `mixed_precision` (with a warning) where a caller still uses the old name."
-    if mixed_precision is None: return precision
-    if precision not in ("auto", mixed_precision):
-        raise ValueError(f"{who}: precision={precision!r} and mixed_precision={mixed_precision!r} disagree; pass precision= only (mixed_precision is its old name).")
-    warnings.warn(f"{who}: mixed_precision= is deprecated, pass precision={mixed_precision!r} instead (the same values).", DeprecationWarning, stacklevel=3)
-    return mixed_precision
-
+# %% ../nbs/01_engine.ipynb #2f37292a
 def default_loss(model, batch, state=None):
     "The loss a `transformers` model computes itself when `labels` are in the batch."
     out = model(**batch)
@@ -666,33 +68,6 @@ def default_loss(model, batch, state=None):
         raise ValueError("The model returned no loss: is there a `labels` column in the training data? "
                          "Otherwise pass loss_fn=lambda model, batch, state: ... to fit.")
     return out.loss
-
-# %% ../nbs/01_engine.ipynb #b08ef989
-@dataclass
-class Stream:
-    "An auxiliary data stream for `fit`: batched, sharded, seeded, cycled and checkpointed like the training set."
-    data: object                          # a tokenized `datasets.Dataset`
-    batch_size: int | None = None         # global examples per micro-batch (default: fit's `batch_size`)
-    collate_fn: Callable | None = None    # default: fit's collator (e.g. pass a masking collator for MLM)
-    group_by_length: bool | None = None   # default: fit's `group_by_length`
-
-class _StreamPlan:
-    "Batches of one stream as a pure function of the global micro-batch number: a seeded order per pass, cycled."
-    def __init__(self, name, stream, seed, batch_size, collate, group_by_length):
-        self.name, self.collate = name, stream.collate_fn or collate
-        self.cols = columns(stream.data); self.lengths = lengths(self.cols)
-        self.bs = stream.batch_size or batch_size
-        self.group = group_by_length if stream.group_by_length is None else stream.group_by_length
-        self.seed = seed * 7919 + zlib.crc32(name.encode()) % 100_003   # a stable seed of its own per stream name
-        self.n = len(epoch_batches(self.lengths, self.bs, self.seed, 0))
-        self._cache = (None, None)
-    def batch(self, micro: int, rank: int, world: int, device) -> dict:
-        e, i = divmod(micro, self.n)
-        if self._cache[0] != e: self._cache = (e, epoch_batches(self.lengths, self.bs, self.seed, e, True, self.group))
-        idx = self._cache[1][i][rank::world]
-        return _to(self.collate({k: [v[j] for j in idx] for k, v in self.cols.items()}), device)
-
-def _as_stream(s) -> Stream: return s if isinstance(s, Stream) else Stream(s)
 
 # %% ../nbs/01_engine.ipynb #87415a73
 def _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen):
@@ -742,33 +117,36 @@ def _check_resume(st: dict, **now):
     if diff: warnings.warn(f"fit: resuming from {st.get('path')} with {', '.join(diff)}: the data order and the steps differ from the run that wrote it, "
                            f"so the result will not match an uninterrupted run. Pass the checkpoint's values to continue it exactly.", stacklevel=4)
 
-# %% ../nbs/01_engine.ipynb #5398a814
-def check_data(cols: dict, task: str, model=None, name: str = "training") -> None:
-    "Raise a clear `ValueError` if columns `cols` (from a tokenized dataset) cannot train `model` on `task`."
-    n = len(next(iter(cols.values()))) if cols else 0
-    if "input_ids" in cols:
-        if any(len(x) == 0 for x in cols["input_ids"]):
-            i = next(i for i, x in enumerate(cols["input_ids"]) if len(x) == 0)
-            raise ValueError(f"The {name} data has an empty input at row {i}: drop empty texts before tokenizing.")
-        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        top = max((max(x) for x in cols["input_ids"]), default=0)
-        if vocab is not None and top >= vocab:
-            raise ValueError(f"The {name} data has token id {top} but the model's vocabulary has {vocab} entries: the tokenizer "
-                             f"does not match the model. Load both from the same checkpoint (ftlab.assets.load_encoder returns a matching pair).")
-    if task not in ("classification", "token") or "labels" not in cols: return
-    labels = cols["labels"]
-    flat = [l for x in labels for l in x if l != -100] if task == "token" else labels
-    bad = [l for l in flat if not isinstance(l, (int, np.integer)) or isinstance(l, bool)]
-    if bad: raise ValueError(f"The {name} labels must be integer class ids for {task}, got {type(bad[0]).__name__} {bad[0]!r}. "
-                             f"Map label names to ids first (datasets' ClassLabel / class_encode_column does this); for real-valued targets use task='regression'.")
-    k = getattr(getattr(model, "config", None), "num_labels", None)
-    lo, hi = (min(flat), max(flat)) if flat else (0, 0)
-    if lo < 0 or (k is not None and hi >= k):
-        raise ValueError(f"The {name} labels range over [{lo}, {hi}] but the model has num_labels={k}: labels must lie in [0, {(k or 1) - 1}]. "
-                         f"Create the model with num_labels={hi + 1} (or remap the labels).")
-    if name == "training" and task == "classification" and len(set(flat)) < 2:
-        raise ValueError(f"The training labels contain a single class ({lo}) in {n} examples: a classifier cannot learn from one class. "
-                         f"Check the split or filter that produced the data.")
+# %% ../nbs/01_engine.ipynb #c01ckp01
+class Checkpointing(Callback):
+    "Write `checkpoint-<step>` to `output_dir` every `save_every` optimizer steps (never of a diverged model), keeping the newest `save_total_limit`; `resume_from` continues a run."
+    order = 100   # last, and on `on_step_complete`: after the step's logging, the other callbacks and its evaluation
+    def __init__(self,
+                 output_dir=None,                  # where checkpoints go (one run's directory)
+                 save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
+                 save_total_limit: int | None = 2, # keep only the newest N checkpoints (None: all)
+                 resume_from=None):                # a checkpoint, or an `output_dir` (its newest intact checkpoint)
+        self.output_dir, self.save_every, self.save_total_limit, self.resume_from = output_dir, save_every, save_total_limit, resume_from
+    def check(self):
+        "Refuse settings that make no sense and an `output_dir` that holds another run's checkpoints (`fit` calls it before any work)."
+        _check_run_dir(self.output_dir, self.resume_from, self.save_every, self.save_total_limit)
+    def save(self, state):
+        "Write `checkpoint-<step>` of `state` (the window's loss must be finite) and prune the oldest beyond `save_total_limit`."
+        acc, saved = state.accelerator, state.window.saved()
+        if not math.isfinite(saved["loss"]): raise _diverged(saved["loss"], state.step, self.output_dir)
+        save_checkpoint(Path(self.output_dir)/f"checkpoint-{state.step}", state.model, state.optimizer, state.scheduler,
+                        dict(step=state.step, history=state.history, running=saved, seed=state.seed, batch_size=state.batch_size,
+                             grad_accum=state.grad_accum), acc, state.modules)
+        if acc.is_main_process and self.save_total_limit:
+            for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+    def on_step_complete(self, state):
+        if self.save_every and state.step % self.save_every == 0: self.save(state)
+
+def _checkpointing(callbacks) -> Checkpointing | None:
+    "The run's `Checkpointing` callback, if it has one (at most one)."
+    cks = [c for c in callbacks if isinstance(c, Checkpointing)]
+    if len(cks) > 1: raise ValueError(f"fit: {len(cks)} Checkpointing callbacks; a run writes its checkpoints to one output_dir.")
+    return cks[0] if cks else None
 
 # %% ../nbs/01_engine.ipynb #bb90d077
 def _release(acc, *objs):
@@ -815,6 +193,29 @@ class _Window:
         self._flush(); n = max(1, self.n)
         return self.loss / n, {k: v / n for k, v in self.logs.items()}
 
+# %% ../nbs/01_engine.ipynb #c01evl01
+@dataclass
+class Evaluation:
+    "How `fit` evaluates on `eval_ds`: how often, in what batches, and how outputs become metrics."
+    every: int | None = None             # evaluate every N optimizer steps (None: at the end of each epoch)
+    batch_size: int = 64                 # evaluation batch size
+    metrics: Callable | None = None      # custom `metrics(preds, labels) -> dict`
+    predict_fn: Callable | None = None   # custom `predict_fn(model, batch) -> (preds, labels)` (see `evaluate`)
+
+_FLAT_EVAL = dict(eval_every="every", eval_batch_size="batch_size", metrics="metrics", predict_fn="predict_fn")
+_FLAT_CKPT = ("output_dir", "save_every", "save_total_limit", "resume_from")
+
+def _grouped(flat: dict, evaluation: Evaluation | None, callbacks) -> tuple[Evaluation, list]:
+    "`fit`'s evaluation settings and callbacks from its flat keywords (`eval_every=`, `output_dir=`, ...), which the chapters still pass."
+    if bad := sorted(set(flat) - set(_FLAT_EVAL) - set(_FLAT_CKPT)): raise TypeError(f"fit() got unexpected keyword argument(s) {bad}.")
+    ev = {_FLAT_EVAL[k]: v for k, v in flat.items() if k in _FLAT_EVAL}
+    if ev and evaluation is not None: raise ValueError(f"fit: pass evaluation=Evaluation(...) or {sorted(set(flat) & set(_FLAT_EVAL))}, not both.")
+    callbacks = list(callbacks)
+    if ck := {k: v for k, v in flat.items() if k in _FLAT_CKPT}:
+        if _checkpointing(callbacks) is not None: raise ValueError(f"fit: pass a Checkpointing callback or {sorted(ck)}, not both.")
+        callbacks.append(Checkpointing(**ck))
+    return evaluation or Evaluation(**ev), callbacks
+
 # %% ../nbs/01_engine.ipynb #c01run01
 def _callbacks(progress: bool, plot: bool | None, callbacks) -> list:
     "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), the caller's."
@@ -833,16 +234,23 @@ class _Run:
     "One `fit` run: its state and settings, and the loop's steps as methods — a micro-batch, an optimizer step, logging, evaluating, checkpointing."
     def __init__(self, state: TrainState, callbacks: list, collate, cols: dict, lens: list, plans: dict, loss_fn, *, batch_size: int,
                  grad_accum: int, group_by_length: bool, max_grad_norm, log_every: int, eval_every, eval_ds, evaluation: dict,
-                 output_dir, save_every, save_total_limit):
+                 checkpoints: Checkpointing | None = None):
         self.state, self.callbacks, self.collate, self.cols, self.lens, self.plans, self.loss_fn = state, callbacks, collate, cols, lens, plans, loss_fn
         self.batch_size, self.grad_accum, self.group_by_length, self.max_grad_norm = batch_size, grad_accum, group_by_length, max_grad_norm
         self.log_every, self.eval_every, self.eval_ds, self.evaluation = log_every, eval_every, eval_ds, evaluation   # `evaluation`: `evaluate`'s keywords
-        self.output_dir, self.save_every, self.save_total_limit = output_dir, save_every, save_total_limit
+        self.checkpoints = checkpoints                     # the run's `Checkpointing` callback, if any (for `resume` and `diverged`)
+        state.batch_size, state.grad_accum = batch_size, grad_accum   # what a checkpoint records
         self.train_mods = (state.model, *state.modules.values())
         self.window, self.samples, self.tokens, self.last_eval, self.t0 = _Window(), 0, 0, None, time.time()
 
+    @property
+    def window(self): return self.state.window   # the logging window lives in the state, where a checkpoint finds it
+    @window.setter
+    def window(self, w): self.state.window = w
+
     def fire(self, hook: str, *args):
-        for c in self.callbacks: getattr(c, hook)(self.state, *args)
+        for c in self.callbacks:
+            if (f := getattr(c, hook, None)) is not None: f(self.state, *args)   # a hook a duck-typed callback lacks is skipped
 
     def _row(self, split: str, **values):
         s = self.state; s.history.append(dict(step=s.step, epoch=round(s.step / s.steps_per_epoch, 4), split=split, **values))
@@ -852,11 +260,7 @@ class _Run:
         self._row("eval", **m); self.fire("on_evaluate", m); return m
 
     def diverged(self, value):
-        last = latest_checkpoint(self.output_dir) if self.output_dir else None
-        raise TrainingDiverged(f"The training loss became {value} at or before step {self.state.step}. "
-                               + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
-                               + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
-                                 "add warm-up, or check the data for extreme or invalid labels.")
+        raise _diverged(value, self.state.step, self.checkpoints.output_dir if self.checkpoints else None)
 
 # %% ../nbs/01_engine.ipynb #c01run02
 @patch
@@ -866,17 +270,6 @@ def resume(self: _Run, path):
     st = load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.accelerator, modules=s.modules)
     s.step, s.history, self.window = st["step"], st["history"], _Window(st["running"])
     _check_resume(st, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum)
-
-@patch
-def checkpoint(self: _Run):
-    "Write `checkpoint-<step>` (never of a diverged model) and prune the oldest beyond `save_total_limit`."
-    s, acc, saved = self.state, self.state.accelerator, self.window.saved()
-    if not math.isfinite(saved["loss"]): self.diverged(saved["loss"])
-    save_checkpoint(Path(self.output_dir)/f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
-                    dict(step=s.step, history=s.history, running=saved, seed=s.seed, batch_size=self.batch_size, grad_accum=self.grad_accum),
-                    acc, s.modules)
-    if acc.is_main_process and self.save_total_limit:
-        for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
 
 @patch
 def log(self: _Run):
@@ -922,12 +315,12 @@ def optimizer_step(self: _Run, micro: list):
 
 @patch
 def after_step(self: _Run):
-    "What follows an optimizer step: log when due, the callbacks, evaluate and checkpoint when due."
+    "What follows an optimizer step: log when due, the callbacks, evaluate when due; then `on_step_complete` (checkpoints)."
     s = self.state
     if s.step % self.log_every == 0 or s.step == s.total_steps: self.log()
     self.fire("on_step_end")
     if self.eval_ds is not None and self.eval_every and s.step % self.eval_every == 0: self.evaluate()
-    if self.save_every and s.step % self.save_every == 0: self.checkpoint()
+    self.fire("on_step_complete")
 
 @patch
 def epoch(self: _Run, epoch: int, skip: int = 0):
@@ -968,7 +361,6 @@ def fit(model,                            # a `transformers` model or any module
         epochs: float = 1,                # passes over `train_ds` (ignored if `max_steps` is set)
         max_steps: int | None = None,     # optimizer steps to run in total
         batch_size: int = 32,             # global examples per micro-batch (split across processes)
-        eval_batch_size: int = 64,
         lr: float = 5e-5,                 # peak learning rate (for the default parameter groups)
         weight_decay: float = 0.01,
         param_groups: list | None = None, # explicit optimizer parameter groups for `model` (e.g. discriminative LRs)
@@ -977,27 +369,23 @@ def fit(model,                            # a `transformers` model or any module
         warmup: float | int = 0.0,        # warm-up as a fraction of the steps (< 1) or a step count
         grad_accum: int = 1,              # micro-batches per optimizer step
         max_grad_norm: float | None = 1.0,# clip the global gradient norm (None: no clipping)
-        eval_every: int | None = None,    # evaluate every N optimizer steps (default: each epoch)
         log_every: int = 10,              # log the mean training loss (and logs) every N steps
-        callbacks=(),                     # extra `Callback`s
+        callbacks=(),                     # extra `Callback`s, e.g. `Checkpointing(output_dir, save_every=100)`, `EarlyStopping()`
+        evaluation: Evaluation | None = None,  # how often and how to evaluate on `eval_ds` (default `Evaluation()`: each epoch)
         seed: int = 0,                    # seeds python/numpy/torch and the data order of every stream
-        output_dir=None,                  # where checkpoints go
-        save_every: int | None = None,    # checkpoint every N optimizer steps (needs `output_dir`)
-        save_total_limit: int | None = 2, # keep only the newest N checkpoints (None: all)
-        resume_from=None,                 # a checkpoint, or an `output_dir` (its newest intact checkpoint); needed to reuse an `output_dir` that holds checkpoints
         group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
         progress: bool = True,            # tqdm progress bar
         plot: bool | None = None,         # live plot (default: in notebooks)
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
-        metrics: Callable | None = None,  # custom `metrics(preds, labels) -> dict`
-        predict_fn: Callable | None = None,# custom `predict_fn(model, batch) -> (preds, labels)` for evaluation
         precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
-        mixed_precision: str | None = None,  # deprecated: the old name of `precision`
+        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); mixed_precision (deprecated: `precision`)
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
+    mixed_precision = flat.pop("mixed_precision", None)   # the old name of `precision`, resolved below with a warning
+    evaluation, callbacks = _grouped(flat, evaluation, callbacks)
     _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
-    _check_run_dir(output_dir, resume_from, save_every, save_total_limit)
+    if (ck := _checkpointing(callbacks)) is not None: ck.check()
     seed_everything(seed)
     precision = _renamed_precision(precision, mixed_precision, "fit")
     acc = get_accelerator(precision); used = resolve_precision(precision)
@@ -1020,9 +408,9 @@ def fit(model,                            # a `transformers` model or any module
                            seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
         run = _Run(state, _callbacks(progress, plot, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size,
                    grad_accum=grad_accum, group_by_length=group_by_length, max_grad_norm=max_grad_norm, log_every=log_every,
-                   eval_every=eval_every, eval_ds=eval_ds, output_dir=output_dir, save_every=save_every, save_total_limit=save_total_limit,
-                   evaluation=dict(task=task, batch_size=eval_batch_size, collate_fn=collate, tokenizer=tokenizer, predict_fn=predict_fn, metrics=metrics))
-        if resume_from is not None: run.resume(resume_from)
+                   eval_every=evaluation.every, eval_ds=eval_ds, checkpoints=ck, evaluation=dict(task=task, batch_size=evaluation.batch_size,
+                   collate_fn=collate, tokenizer=tokenizer, predict_fn=evaluation.predict_fn, metrics=evaluation.metrics))
+        if ck is not None and ck.resume_from is not None: run.resume(ck.resume_from)
         last_eval = run.train()
     finally:
         train_time = time.time() - (run.t0 if run is not None else t0)

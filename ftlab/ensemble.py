@@ -10,32 +10,39 @@ import copy, hashlib, json, math, os, time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import datasets
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .assets import ftlab_home, load_encoder
-from .engine import by_profile, predict_logits, seed_everything
+from .engine import (by_profile, classification_metrics, eval_mode, fit, inference_autocast, inference_batches, predict_logits,
+                          seed_everything)
 from .finetune import get_strategy
 
 # %% auto #0
-__all__ = ['ensemble_settings', 'fingerprint', 'members_dir', 'train_member', 'member_logits', 'soft_average', 'hard_vote',
-           'log_loss', 'accuracy', 'reliability', 'ece', 'disagreement', 'plot_reliability', 'fit_weights', 'stack',
-           'average_weights', 'soup', 'interpolate', 'greedy_soup', 'path_scores', 'barrier', 'permute_ffn',
-           'inference_flops', 'ensemble_cost', 'ensemble_widget', 'wise_widget']
+__all__ = ['ensemble_settings', 'fingerprint', 'members_dir', 'train_member', 'hidden_states', 'HiddenCache', 'TopOnHidden',
+           'top_logits', 'top_features', 'train_top', 'member_logits', 'soft_average', 'hard_vote', 'log_loss',
+           'accuracy', 'balanced_accuracy', 'macro_f1', 'reliability', 'ece', 'disagreement', 'plot_reliability',
+           'fit_weights', 'stack', 'average_weights', 'soup', 'interpolate', 'greedy_soup', 'path_scores', 'barrier',
+           'permute_ffn', 'inference_flops', 'ensemble_cost', 'ensemble_widget', 'wise_widget']
 
-# %% ../nbs/70_ensembles.ipynb #ba29dbf0
+# %% ../nbs/70_ensembles.ipynb #b4685726
 def ensemble_settings() -> dict:
-    "Sizes of the active profile: data, members, the probe (and the grid it was chosen from), training and the WiSE-FT path."
-    probe = dict(lr=1e-3, head_epochs=5, batch_size=32)   # lowest validation log-loss of `probe_grid` in the medium profile
-    probe_grid = [(1e-4, 10), (3e-4, 10), (1e-3, 5), (1e-3, 10), (1e-3, 20)]   # (lr, head_epochs)
+    "Sizes of the active profile: data, members (blocks trained, learning rates, epochs), replicates, the probe's grid and the paths."
+    probe_Cs = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]   # the mean-pooled probe's inverse L2 strength, chosen on validation log-loss
     return by_profile(
-        fast=dict(n_train=192, n_val=128, n_test=200, max_length=32, batch_size=16, lr=1e-4, epochs=1, probe=probe, probe_grid=probe_grid,
-                  replicates=2, members=3, alphas=[0.0, 0.25, 0.5, 0.75, 1.0], barrier_alphas=[0.0, 0.5, 1.0]),
-        medium=dict(n_train=384, n_val=160, n_test=400, max_length=32, batch_size=16, lr=1e-4, epochs=1, probe=probe, probe_grid=probe_grid,
-                    replicates=3, members=3, alphas=[0.0, 0.25, 0.5, 0.75, 1.0], barrier_alphas=[0.0, 0.25, 0.5, 0.75, 1.0]),
-        full=dict(n_train=None, n_val=None, n_test=None, max_length=64, batch_size=32, lr=5e-5, epochs=2, probe=probe, probe_grid=probe_grid,
-                  replicates=5, members=5, alphas=[i / 10 for i in range(11)], barrier_alphas=[i / 10 for i in range(11)]))
+        fast=dict(n_train=256, n_val=128, n_test=300, n_shift=300, max_length=32, top_blocks=1, batch_size=16, epochs=1,
+                  member_lrs=[1e-4, 5e-4, 1e-3], replicates=2, members=3, probe_Cs=probe_Cs, alphas=[0.0, 0.5, 1.0], barrier_alphas=[0.0, 0.5, 1.0]),
+        medium=dict(n_train=1024, n_val=500, n_test=None, n_shift=None, max_length=32, top_blocks=1, batch_size=16, epochs=2,
+                    member_lrs=[1e-4, 2e-4, 5e-4, 1e-3], replicates=5, members=4, probe_Cs=probe_Cs, alphas=[0.0, 0.25, 0.5, 0.75, 1.0],
+                    barrier_alphas=[0.0, 0.5, 1.0]),
+        full=dict(n_train=None, n_val=None, n_test=None, n_shift=None, max_length=64, top_blocks=6, batch_size=32, epochs=2,
+                  member_lrs=[1e-5, 2e-5, 3e-5, 5e-5, 1e-4], replicates=5, members=5, probe_Cs=probe_Cs, alphas=[i / 10 for i in range(11)],
+                  barrier_alphas=[i / 10 for i in range(11)]))
 
 # %% ../nbs/70_ensembles.ipynb #05b5f643
 def fingerprint(obj) -> str:
@@ -89,6 +96,87 @@ def train_member(strategy: str,                # a name in `ftlab.finetune.STRAT
         if d.exists(): import shutil; shutil.rmtree(d)
         tmp.rename(d)
     m.member_info = info | dict(cached=False, dir=str(d) if d is not None else None)
+    return m.eval()
+
+# %% ../nbs/70_ensembles.ipynb #6809e671
+@torch.inference_mode()
+def hidden_states(model,                    # a BERT-style encoder or `*ForSequenceClassification`
+                  ds,                       # a tokenized `Dataset`
+                  layer: int,               # which hidden state: 0 the embeddings, i the output of block i
+                  batch_size: int = 64,
+                  tokenizer=None,
+                  precision: str | None = "auto") -> tuple:   # 'auto', 'fp32', 'bf16' (see `resolve_precision`)
+    "Every token's hidden state at `layer` and the attention mask, rows in dataset order, padded: `(H (rows, length, hidden), mask (rows, length))`."
+    H = M = None; device = next(model.parameters()).device
+    with eval_mode(model):
+        for idx, b in inference_batches(ds, batch_size, None, tokenizer, device, drop=("labels",)):
+            with inference_autocast(model, precision): h = model(**b, output_hidden_states=True).hidden_states[layer].float().cpu()
+            if H is None:
+                n = max(len(x) for x in ds["input_ids"])
+                H, M = torch.zeros(len(ds), n, h.shape[-1]), torch.zeros(len(ds), n, dtype=torch.long)
+            H[idx, :h.shape[1]] = h; M[idx, :h.shape[1]] = b["attention_mask"].cpu()
+    return H, M
+
+class HiddenCache:
+    "Cached hidden states of a dataset: `.rows` (row numbers and labels) is what `fit` and `predict_logits` iterate; the cache itself is their `collate_fn`."
+    def __init__(self, hidden, mask, labels):
+        self.hidden, self.mask, self.labels = hidden, mask, np.asarray(labels)
+        if not len(hidden) == len(mask) == len(self.labels):
+            raise ValueError(f"need one hidden-state row, mask row and label per example, got {len(hidden)}, {len(mask)} and {len(self.labels)}.")
+        self.rows = datasets.Dataset.from_dict(dict(row=list(range(len(hidden))), labels=self.labels.tolist()))
+    def __len__(self): return len(self.hidden)
+    def __call__(self, batch) -> dict:
+        if isinstance(batch, (list, tuple)): batch = {k: [b[k] for b in batch] for k in batch[0]}
+        idx = torch.as_tensor(batch["row"]); m = self.mask[idx]; n = max(int(m.sum(1).max()), 1)   # right-padded: keep the longest row's length
+        out = dict(hidden=self.hidden[idx, :n], attention_mask=m[:, :n])
+        if "labels" in batch: out["labels"] = torch.as_tensor(batch["labels"])
+        return out
+
+class TopOnHidden(nn.Module):
+    "The top `k` transformer blocks of a BERT-style `model` (copied) and a linear head on their mean-pooled output, run on cached hidden states."
+    def __init__(self, model, k: int = 1, num_labels: int = 2, dropout: float = 0.1):
+        super().__init__()
+        body = model.base_model; blocks = body.encoder.layer
+        if not 0 <= k <= len(blocks): raise ValueError(f"k must be between 0 and the model's {len(blocks)} blocks, got {k}.")
+        self.config = body.config
+        self.layers = nn.ModuleList(copy.deepcopy(b) for b in blocks[len(blocks) - k:])
+        self.dropout, self.classifier = nn.Dropout(dropout), nn.Linear(body.config.hidden_size, num_labels)
+    def pooled(self, hidden, attention_mask):
+        "The mean over real tokens of the top blocks' output."
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for b in self.layers:
+            hidden = b(hidden, mask); hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    def forward(self, hidden, attention_mask, labels=None):
+        logits = self.classifier(self.dropout(self.pooled(hidden, attention_mask)))
+        return SequenceClassifierOutput(loss=nn.functional.cross_entropy(logits, labels) if labels is not None else None, logits=logits)
+
+# %% ../nbs/70_ensembles.ipynb #ca67ec9d
+def top_logits(model, cache: HiddenCache, batch_size: int = 256, precision: str | None = "auto") -> torch.Tensor:
+    "Logits of a `TopOnHidden` model on a `HiddenCache`, in row order (one precision for every model, trained or averaged)."
+    return predict_logits(model, cache.rows, batch_size, collate_fn=cache, precision=precision)
+
+@torch.inference_mode()
+def top_features(model, cache: HiddenCache, batch_size: int = 256, precision: str | None = "auto") -> np.ndarray:
+    "The mean-pooled output of a `TopOnHidden` model's blocks on a `HiddenCache` (what its head sees), `(rows, hidden)` float64."
+    out = []
+    with eval_mode(model):
+        for idx, b in inference_batches(cache.rows, batch_size, cache, None, None, drop=("labels",)):
+            with inference_autocast(model, precision): out.append((idx, model.pooled(b["hidden"], b["attention_mask"]).double()))
+    f = torch.zeros(len(cache), model.classifier.in_features, dtype=torch.float64)
+    for idx, x in out: f[idx] = x
+    return f.numpy()
+
+def train_top(start: TopOnHidden,   # the starting model (copied, never changed)
+              cache: HiddenCache,   # the training set's cached hidden states
+              *, lr: float, seed: int, epochs: float = 1, batch_size: int = 16, warmup: float = 0.1,
+              **fit_kw) -> TopOnHidden:   # anything else `fit` takes
+    "Fine-tune a copy of `start` (its blocks and head) on `cache` with `fit`; the result's `member_info` says how."
+    m = copy.deepcopy(start)
+    r = fit(m, cache.rows, None, lr=lr, epochs=epochs, batch_size=batch_size, warmup=warmup, seed=seed, collate_fn=cache,
+            group_by_length=False, progress=False, plot=False, **fit_kw)
+    m.member_info = dict(lr=lr, seed=seed, steps=r.steps, train_time_s=round(r.train_time_s, 3))
     return m.eval()
 
 # %% ../nbs/70_ensembles.ipynb #e6cf722a
@@ -159,6 +247,17 @@ def accuracy(probs_or_preds, labels) -> float:
     "Fraction right: from class probabilities (argmax) or from predicted classes."
     a = np.asarray(probs_or_preds)
     return float(((a.argmax(-1) if a.ndim == 2 else a) == np.asarray(labels)).mean())
+
+def balanced_accuracy(probs_or_preds, labels) -> float:
+    "The mean over classes of the fraction right among that class's examples: 1/classes for a constant predictor, whatever the label prior."
+    a, y = np.asarray(probs_or_preds), np.asarray(labels).astype(int)
+    p = a.argmax(-1) if a.ndim == 2 else a
+    return float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)]))
+
+def macro_f1(probs_or_preds, labels) -> float:
+    "The unweighted mean over classes of F1 (the engine's `classification_metrics`): low for a constant predictor, whatever the label prior."
+    a = np.asarray(probs_or_preds)
+    return classification_metrics(a.argmax(-1) if a.ndim == 2 else a, labels)["macro_f1"]
 
 def reliability(probs, labels, n_bins: int = 10) -> pd.DataFrame:
     "Confidence bins (equal width on [0, 1]): examples, mean confidence and accuracy per bin."
@@ -332,12 +431,12 @@ def ensemble_widget(names, val_logits, val_labels, test_logits, test_labels, shi
     return W.VBox([*sliders.values(), W.interactive_output(show, sliders)])
 
 def wise_widget(zero_shot, fine_tuned, datasets: dict, tokenizer=None):
-    "A slider for WiSE-FT's α: the interpolated model's accuracy on each of `datasets` (`{name: tokenized Dataset}`), computed live."
+    "A slider for WiSE-FT's α: the interpolated model's accuracy on each of `datasets` (`{name: tokenized Dataset or score(model) -> accuracy}`), live."
     import ipywidgets as W
     from IPython.display import display
+    def acc(m, ds): return ds(m) if callable(ds) else accuracy(predict_logits(m, ds, 64, tokenizer).numpy(), ds["labels"])
     def show(alpha):
         m = interpolate(zero_shot, fine_tuned, alpha)
-        display(pd.DataFrame([dict(data=k, alpha=alpha, accuracy=accuracy(predict_logits(m, ds, 64, tokenizer).numpy(), ds["labels"]))
-                              for k, ds in datasets.items()]).round(4))
+        display(pd.DataFrame([dict(data=k, alpha=alpha, accuracy=acc(m, ds)) for k, ds in datasets.items()]).round(4))
     s = W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.1, description="WiSE α", continuous_update=False)
     return W.VBox([s, W.interactive_output(show, dict(alpha=s))])

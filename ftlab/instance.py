@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .engine import Collator, adamw, columns, default_loss, inference_autocast, param_groups
+from .engine import Collator, adamw, columns, default_loss, eval_mode, inference_autocast, param_groups
 from .finetune import HeadOnFeatures, block_of, head_blocks, layer_blocks
 from .mlm import MaskingCollator, mlm_loss
 
@@ -108,30 +108,29 @@ def adapt_predict(model,                       # the base model (left exactly as
     if steps < 0: raise ValueError(f"adapt_predict: steps must be >= 0, got {steps}.")
     batches = list(support) if isinstance(support, (list, tuple)) else [support]
     ps = dict(model.named_parameters())
-    flags, was = {n: p.requires_grad for n, p in ps.items()}, model.training
+    flags = {n: p.requires_grad for n, p in ps.items()}
     snap, loss_fn, ac, losses = snapshot(model, names), loss_fn or default_loss, inference_autocast(model, precision), []
     grads = {n: ps[n].grad for n in snap}                  # gradients already there would add to the first step's: set aside
     try:
         for n in snap: ps[n].grad = None
-        model.eval()
-        for n, p in ps.items(): p.requires_grad_(n in snap)
-        if steps and batches:
-            opt = adamw(param_groups(model, lr, weight_decay, trainable_only=True), lr, weight_decay)
-            trainable = [ps[n] for n in snap]
-            for _ in range(steps):
-                for b in batches:
-                    with ac: loss = loss_fn(model, b, None)
-                    loss.backward()
-                    if max_grad_norm: torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                    opt.step(); opt.zero_grad(set_to_none=True); losses.append(float(loss.detach()))
-        with torch.no_grad(), ac: out = model(**query, **({"output_hidden_states": True} if return_cls else {}))
+        with eval_mode(model):
+            for n, p in ps.items(): p.requires_grad_(n in snap)
+            if steps and batches:
+                opt = adamw(param_groups(model, lr, weight_decay, trainable_only=True), lr, weight_decay)
+                trainable = [ps[n] for n in snap]
+                for _ in range(steps):
+                    for b in batches:
+                        with ac: loss = loss_fn(model, b, None)
+                        loss.backward()
+                        if max_grad_norm: torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+                        opt.step(); opt.zero_grad(set_to_none=True); losses.append(float(loss.detach()))
+            with torch.no_grad(), ac: out = model(**query, **({"output_hidden_states": True} if return_cls else {}))
         r = dict(logits=out.logits.float(), losses=losses)
         if return_cls: r["cls"] = out.hidden_states[-1][:, 0].float()
     finally:
         restore(model, snap)
         for n, p in ps.items(): p.requires_grad_(flags[n])
         for n, g in grads.items(): ps[n].grad = g
-        model.train(was)
     return r
 
 # %% ../nbs/80_instance_based.ipynb #27cdb562

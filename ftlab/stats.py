@@ -18,13 +18,14 @@ import pandas as pd
 from scipy import stats as sps
 
 # %% auto #0
-__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'EXAMPLE_COLUMNS', 'RECORD_CMD', 'EXPECTS', 'VERDICTS',
-           'MIN_SEEDS', 'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci', 'over_seeds', 'summarize',
-           'bootstrap_ci', 'Comparison', 'paired_bootstrap', 'mcnemar', 'paired_seeds', 'results_frame', 'table',
-           'code_hash', 'lib_hash', 'library_versions', 'record', 'record_examples', 'machine', 'record_notebook',
-           'load_recorded', 'check_fresh', 'show_recorded', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims',
-           'holm', 'hierarchical_bootstrap', 'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims',
-           'claim_line', 'show_claims', 'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
+__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'EXAMPLE_COLUMNS', 'RECORD_CMD', 'NEUTRAL_COLUMNS',
+           'EXPECTS', 'VERDICTS', 'MIN_SEEDS', 'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci',
+           'over_seeds', 'summarize', 'bootstrap_ci', 'Comparison', 'paired_bootstrap', 'mcnemar', 'paired_seeds',
+           'results_frame', 'table', 'code_hash', 'lib_hash', 'library_versions', 'record', 'record_examples',
+           'machine', 'record_notebook', 'load_recorded', 'check_fresh', 'show_recorded', 'neutral_changes',
+           'mark_neutral', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims', 'holm', 'hierarchical_bootstrap',
+           'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims', 'claim_line', 'show_claims',
+           'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
 
 # %% ../nbs/02_stats.ipynb #47f75ca4
 class Interval(NamedTuple):
@@ -452,6 +453,7 @@ def record_notebook(notebook,                  # the chapter's notebook, e.g. 'n
     ex = out.with_name(f"{path.stem}.examples.csv.gz")
     if examples: pd.concat(examples, ignore_index=True).to_csv(ex, index=False)   # per-example scores, for the ledger
     else: ex.unlink(missing_ok=True)
+    _forget_neutral(path.stem, out_dir)    # changes marked neutral were relative to the recording this one replaces
     if _declares_claims(path): update_claims(path, out_dir)   # the ledger follows the recording
     return df
 
@@ -473,7 +475,7 @@ def load_recorded(chapter: str,       # the chapter's notebook name without .ipy
 def check_fresh(chapter: str,         # the chapter's notebook name without .ipynb
                 results_dir=None,     # default: the `results/` folder of the checkout
                 notebook=None):       # the chapter's notebook; default: found by name
-    "(is_fresh, message): whether `chapter`'s recorded results were made by the notebook's current code (library changes are reported, not failed)."
+    "(is_fresh, message): whether `chapter`'s recorded results were made by the notebook's current code, or by code that reaches it through changes shown numerically neutral (`mark_neutral`); library changes are reported, not failed."
     try: df = load_recorded(chapter, results_dir)
     except FileNotFoundError as e: return False, str(e)
     nb = Path(notebook) if notebook else _find_notebook(chapter)
@@ -487,6 +489,10 @@ def check_fresh(chapter: str,         # the chapter's notebook name without .ipy
                 f"; the ftlab modules it uses changed since (lib hash {', '.join(libs)} → {lib_now}): CI's fast rows "
                 f"(tests/test_recorded.py) show whether the numbers moved")
         return True, f"Fresh: recorded from the notebook's current code (hash {now}){note}"
+    if old and (chain := _neutral_chain(old, now, neutral_changes(chapter, results_dir))):
+        last = chain[-1]
+        return True, (f"Fresh: recorded from code hash {', '.join(old)}; the code changed since (now {now}) in "
+                      f"{len(chain)} change{'s' * (len(chain) > 1)} shown numerically neutral, the last on {last['date'][:10]}: {last['evidence']}")
     return False, f"STALE: recorded from code hash {', '.join(old) or 'none'}, the notebook's code is now {now}; re-record with `{cmd}`"
 
 def show_recorded(chapter: str,           # the chapter's notebook name without .ipynb
@@ -509,6 +515,48 @@ def show_recorded(chapter: str,           # the chapter's notebook name without 
         if get_ipython() is not None: return display(t)
     except ImportError: pass
     print(t.to_string())
+
+# %% ../nbs/02_stats.ipynb #43cbb93a
+NEUTRAL_COLUMNS = ("chapter", "from_hash", "to_hash", "date", "evidence")
+
+def neutral_changes(chapter: str,       # the chapter's notebook name without .ipynb
+                    results_dir=None):  # default: the `results/` folder of the checkout
+    "The code changes of `chapter` shown numerically neutral (`results/neutral_changes.csv`), oldest first."
+    path = _results_dir(results_dir) / "neutral_changes.csv"
+    if not path.exists(): return pd.DataFrame(columns=NEUTRAL_COLUMNS)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return df[df.chapter == chapter].reset_index(drop=True)
+
+def _neutral_chain(old, now: str, changes: pd.DataFrame) -> list[dict] | None:
+    "The neutral changes leading from one of the recorded hashes `old` to `now`, in order; None if there is no such chain."
+    reach, todo = {h: [] for h in old}, list(old)
+    while todo:
+        h = todo.pop(0)
+        for r in changes[changes.from_hash == h].to_dict("records"):
+            if r["to_hash"] not in reach: reach[r["to_hash"]] = reach[h] + [r]; todo.append(r["to_hash"])
+    return reach.get(now) or None
+
+def mark_neutral(chapter: str,       # the chapter's notebook name without .ipynb
+                 from_hash: str,     # the code hash the change starts from (the recording's, or a change's `to_hash`)
+                 to_hash: str,       # the notebook's code hash after the change
+                 evidence: str,      # how it was shown neutral (what reproduced what, within which tolerance)
+                 results_dir=None) -> Path:
+    "Append one numerically neutral code change of `chapter` to `results/neutral_changes.csv`; the file's path."
+    if not all(re.fullmatch(r"[0-9a-f]{6,64}", h or "") for h in (from_hash, to_hash)) or from_hash == to_hash:
+        raise ValueError(f"mark_neutral: from_hash and to_hash must be two different hex code hashes, got {from_hash!r} and {to_hash!r}.")
+    if not evidence.strip(): raise ValueError("mark_neutral: say how the change was shown neutral (evidence is empty).")
+    path = _results_dir(results_dir) / "neutral_changes.csv"; path.parent.mkdir(parents=True, exist_ok=True)
+    row = pd.DataFrame([dict(chapter=chapter, from_hash=from_hash, to_hash=to_hash,
+                             date=datetime.now(timezone.utc).isoformat(timespec="seconds"), evidence=evidence.strip())])
+    row.to_csv(path, mode="a", header=not path.exists(), index=False)
+    return path
+
+def _forget_neutral(chapter: str, results_dir) -> None:
+    "Drop `chapter`'s lines from `results/neutral_changes.csv` (a new recording replaces the one they started from)."
+    path = Path(results_dir) / "neutral_changes.csv"
+    if not path.exists(): return
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if (df.chapter == chapter).any(): df[df.chapter != chapter].to_csv(path, index=False)
 
 # %% ../nbs/02_stats.ipynb #db02b863
 def main_record(argv=None) -> int:  # command-line arguments (default `sys.argv[1:]`); a leading 'record' is ignored

@@ -1,5 +1,7 @@
 """`ftlab compare` (nbs/91_compare.ipynb) on a CSV the tests make: the four outputs with intervals, tiers and costs;
 bad input refused before any compute; `--budget` trims the plan and says what it dropped; `--resume` redoes nothing finished."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,7 +106,7 @@ def test_bad_arguments_say_what_to_do(csv, tmp_path):
     with pytest.raises(ValueError, match="Did you mean 'lora'"): C.compare_main(["--file", str(csv), "--strategies", "head,lorra"])
     with pytest.raises(ValueError, match="e.g. 90s"): C.compare_main(["--file", str(csv), "--budget", "soon", "--dry-run", "--strategies", "majority"])
     with pytest.raises(ValueError, match="--seeds must be at least 1"): C.compare_main(["--file", str(csv), "--seeds", "0"])
-    assert C.select_strategies("standard")[:4] == ["majority", "tfidf", "knn", "probe"] and set(C.select_strategies("all")) == set(C.REGISTRY)
+    assert C.select_strategies("standard")[:4] == ["majority", "tfidf", "knn", "probe"] and set(C.select_strategies("all", target=True)) == set(C.REGISTRY)
 
 
 def test_budget_trims_the_plan_and_says_what_it_dropped(csv, tiny, tmp_path, capsys):
@@ -152,3 +154,63 @@ def test_target_is_scored_out_of_domain(csv, tiny, tmp_path):
     bad.write_text(bad.read_text() + "a film,pos\n")
     with pytest.raises(ValueError, match=r"classes \['meh'\]"): C.compare_main(_argv(csv, tiny, tmp_path / "o2", "--target", str(bad)))
     assert not (tmp_path / "o2").exists()
+
+
+def test_later_chapters_strategies_share_their_work(csv, tiny, tmp_path, monkeypatch):
+    "Ensemble, uniform and greedy soup (one set of members per seed and rate), TAPT on --unlabelled text, TTT-NN on the head: costs and FLOPs say what each spent."
+    txt = tmp_path / "more.txt"; txt.write_text("\n".join(reviews(30, seed=5).text) + "\n")
+    trained = []; real = C._train_members
+    monkeypatch.setattr(C, "_train_members", lambda *a: trained.append((a[3], a[0])) or real(*a))
+    out = tmp_path / "o"
+    assert C.compare_main(_argv(csv, tiny, out, "--unlabelled", str(txt), strategies="majority,ensemble,soup,greedy_soup,tapt,ttt_nn")) == 0
+    rows = pd.read_csv(out / "leaderboard.csv"); acc = rows[rows.metric == "accuracy"]
+    assert set(acc.method) == {"majority", "ensemble", "soup", "greedy_soup", "tapt", "ttt_nn"} and acc.groupby("method").seed.nunique().eq(3).all()
+    runs = pd.read_csv(out / C.RUNS); members = runs[runs.strategy.isin(["ensemble", "soup", "greedy_soup"])]
+    assert len(trained) == len(set(zip(members.seed, members.value))) < len(members)      # each (seed, rate) trained once, shared
+    assert len(trained) == 2 + 2 and members[members.seed > 0].value.nunique() == 1        # the grid on seed 0, then one shared rate for seeds 1, 2
+    m = acc.groupby("method")[["steps", "trainable_params", "train_flops", "infer_flops"]].mean()
+    assert m.loc["ensemble", "steps"] == 3 * 3 and m.loc["soup", "trainable_params"] == m.loc["ensemble", "trainable_params"]
+    assert m.loc["ensemble", "infer_flops"] == pytest.approx(3 * m.loc["soup", "infer_flops"]) and m.loc["majority", "train_flops"] == 0
+    assert m.loc["tapt", "steps"] > 3 and (m.drop("majority").train_flops > 0).all()   # masked-LM steps, then the 3 fine-tuning steps
+    md = (out / "leaderboard.md").read_text()
+    assert "Pareto" in md and "train FLOPs" in md and "30 unlabelled texts" in md and "3 members" in md
+    with pytest.raises(ValueError, match="add 'tapt'"): C.compare_main(_argv(csv, tiny, tmp_path / "o2", "--unlabelled", str(txt), strategies="majority"))
+    with pytest.raises(FileNotFoundError, match="no such file"): C.compare_main(_argv(csv, tiny, tmp_path / "o3", "--unlabelled", str(tmp_path / "nope.txt")))
+
+
+def test_target_enables_domain_adaptation(csv, tiny, tmp_path, monkeypatch):
+    "--target adds chapter 60's methods, trained on the target texts (never their labels); without --target they are refused before compute."
+    shifted = reviews(40, seed=3).assign(text=lambda d: d.text.str.replace("film", "phone"))
+    tp = tmp_path / "shifted.csv"; shifted.to_csv(tp, index=False)
+    out = tmp_path / "o"
+    assert C.compare_main(_argv(csv, tiny, out, "--target", str(tp), strategies="majority,dann,dapt")) == 0
+    rows = pd.read_csv(out / "leaderboard.csv")
+    assert set(rows[rows.dataset == str(tp)].method) == {"majority", "dann", "dapt"} and "transductive" in (out / "leaderboard.md").read_text()
+    assert "dann" in C.select_strategies("standard", target=True) and "dann" not in C.select_strategies("standard")
+    monkeypatch.setattr(C, "make_pool", lambda *a, **k: pytest.fail("compute started"))
+    with pytest.raises(ValueError, match="give --target"): C.compare_main(_argv(csv, tiny, tmp_path / "o2", strategies="full,coral"))
+
+
+def test_budget_by_time_gives_each_strategy_its_steps(csv, tiny, tmp_path, capsys):
+    "--budget-by time: the common wall-clock turned into each strategy's steps (measured for LoRA; shared by the members; capped for the head)."
+    assert C.compare_main(_argv(csv, tiny, tmp_path / "o", "--budget-by", "time", "--dry-run", strategies="majority,head,full,lora,ensemble")) == 0
+    text = capsys.readouterr().out
+    steps = dict(re.findall(r"(\w+) (\d+)", text.split("--budget-by time: ")[1].split("\n")[0].split("steps: ")[1]))
+    assert steps["full"] == "3" and steps["head"] == "30" and steps["ensemble"] == "1" and int(steps["lora"]) >= 1, text
+    assert "majority" not in steps and "(or their time)" in text
+
+
+def test_show_leaderboard_links_each_strategy_to_its_chapter(done):
+    md = C.show_leaderboard(done).data
+    assert "[probe](10_concepts.ipynb)" in md and "[lora](30_full_finetune.ipynb)" in md and "| tfidf " in md and "Pareto" in md
+
+
+def test_recorded_leaderboard_has_provenance_and_every_seed():
+    "The committed leaderboard (results/compare/sentiment_movie): every counted run's command, machine, date; 5 seeds per strategy; both domains."
+    from pathlib import Path
+    d = Path(__file__).resolve().parents[1] / "results/compare/sentiment_movie"
+    rows = pd.read_csv(d / "leaderboard.csv")
+    assert rows.command.str.startswith("ftlab compare --dataset sentiment/movie").all() and rows.machine.notna().all() and rows.date.notna().all()
+    assert set(rows.dataset) == {"sentiment/movie", "sentiment/product"} and rows.groupby(["dataset", "method", "metric"]).seed.nunique().eq(5).all()
+    runs = pd.read_csv(d / C.RUNS)
+    assert runs.fingerprint.nunique() == 1 and set(rows.method) <= set(runs.strategy)

@@ -9,7 +9,7 @@ datasets = pytest.importorskip("datasets")
 from ftlab.concepts import (ProbeClassifier, budget_finetune, choose_on_validation, budget_indices, feature_cache, fresh_head_like, gaps, head_param_groups,
                             label_budget_subsets, learning_curve, linear_probe, plot_confusion, predict, random_init_like, summarize,
                             tfidf_baseline)
-from ftlab.engine import features, predict_logits
+from ftlab.engine import classification_metrics, features, predict_logits
 from ftlab.testing import tiny_bert, toy_dataset
 
 
@@ -107,6 +107,18 @@ def test_probe_cache_and_curve_rows():
 def test_budget_finetune_steps_and_head_rate():
     r = budget_finetune(tiny_bert(), toy_dataset(64), epochs=1, min_steps=2, batch_size=16, lr=1e-3, head_lr=1e-2)
     assert r.steps == 4                                           # one epoch of 64 / 16 beats min_steps=2
+
+
+def test_budget_finetune_small_budget_validates_every_k_steps():
+    "A small budget's recipe (chapter 10's medium profile): a step floor far above one epoch, validated every `eval_every` steps."
+    val = toy_dataset(48, seed=2)
+    r = budget_finetune(tiny_bert(seed=1), toy_dataset(32), val, epochs=1, min_steps=20, batch_size=16, lr=3e-3, patience=50, eval_every=5)
+    ev = r.history[r.history.split == "eval"]
+    assert r.steps == 20 and list(ev.step) == [5, 10, 15, 20]    # patience larger than the evaluations: never stops early
+    best = classification_metrics(*predict(r.model, val))["accuracy"]
+    assert best == pytest.approx(ev.accuracy.max(), abs=1e-12)  # ...and keeps the best evaluation's weights
+    r = budget_finetune(tiny_bert(seed=1), toy_dataset(32), val, epochs=1, min_steps=20, batch_size=16, lr=1e-7, patience=1, eval_every=5)
+    assert r.steps == 10                                          # a frozen accuracy: one evaluation without a better one stops it
 
 
 def test_gaps_pairs_seeds():

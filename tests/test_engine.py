@@ -142,10 +142,29 @@ def test_fit_records_its_precision_and_inference_after_fit_uses_it(monkeypatch):
     assert isinstance(inference_autocast(r.model, "auto"), torch.autocast)      # asked for: as asked
     assert trained_precision(tiny_bert()) == "auto" and isinstance(inference_autocast(tiny_bert()), torch.autocast)
     seen = []
-    monkeypatch.setattr("ftlab.engine.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
+    monkeypatch.setattr("ftlab.inference.inference_autocast", lambda m, p=None: seen.append(trained_precision(m) if p is None else p) or contextlib.nullcontext())
     evaluate(r.model, ds)
     assert seen == ["fp32"]
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         assert fit(tiny_bert(), ds, max_steps=1, batch_size=32, progress=False, plot=False, mixed_precision="bf16").precision == "bf16"
     assert any(issubclass(x.category, DeprecationWarning) for x in w)
+
+
+def test_grouped_settings_train_as_the_flat_spellings(tmp_path):
+    "Evaluation(...) and a Checkpointing callback train, evaluate, checkpoint and resume exactly as fit's flat keywords, which the chapters pass."
+    import pandas as pd
+    from ftlab.engine import Checkpointing, Evaluation, fit
+    from ftlab.testing import tiny_bert, toy_dataset
+    q = dict(batch_size=16, lr=3e-3, log_every=3, plot=False, progress=False, precision="fp32")
+    ds, ev = toy_dataset(128), toy_dataset(32, seed=1)
+    a = fit(tiny_bert(), ds, ev, max_steps=8, eval_every=4, eval_batch_size=16, output_dir=tmp_path/"a", save_every=4, **q)
+    b = fit(tiny_bert(), ds, ev, max_steps=8, evaluation=Evaluation(every=4, batch_size=16), callbacks=[Checkpointing(tmp_path/"b", save_every=4)], **q)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert sorted(p.name for p in (tmp_path/"a").iterdir()) == sorted(p.name for p in (tmp_path/"b").iterdir()) == ["checkpoint-4", "checkpoint-8"]
+    ra = fit(tiny_bert(), ds, ev, max_steps=12, eval_every=4, output_dir=tmp_path/"a", save_every=4, resume_from=tmp_path/"a", **q)
+    rb = fit(tiny_bert(), ds, ev, max_steps=12, evaluation=Evaluation(every=4), callbacks=[Checkpointing(tmp_path/"b", save_every=4, resume_from=tmp_path/"b")], **q)
+    pd.testing.assert_frame_equal(ra.history, rb.history)
+    with pytest.raises(ValueError, match="not both"): fit(tiny_bert(), ds, max_steps=1, eval_every=2, evaluation=Evaluation(), **q)
+    with pytest.raises(TypeError, match="unexpected keyword"): fit(tiny_bert(), ds, max_steps=1, eval_evry=2, **q)

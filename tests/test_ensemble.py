@@ -144,3 +144,36 @@ def test_disagreement_and_flops():
     assert d.loc["a", "b"] == 0.5 and d.loc["a", "a"] == 0
     assert inference_flops(torch.nn.Linear(4, 2), 3) == 2 * 10 * 3
     assert fingerprint(dict(a=1, b=2)) == fingerprint(dict(b=2, a=1))
+
+
+# --- issue 30: members on cached hidden states, metrics that see through a label prior -----------------------------------
+from ftlab.engine import features
+from ftlab.ensemble import HiddenCache, TopOnHidden, balanced_accuracy, hidden_states, macro_f1, top_features, top_logits, train_top
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_top_blocks_on_cached_states_are_the_full_model(toy, k):
+    m = tiny_bert(seed=3).eval(); n = m.config.num_hidden_layers
+    cache = HiddenCache(*hidden_states(m, toy, n - k, precision="fp32"), toy["labels"])
+    ref = features(m, toy, pooling="mean", precision="fp32").double().numpy()
+    assert np.allclose(top_features(TopOnHidden(m, k), cache, precision="fp32"), ref, atol=1e-5)
+
+
+def test_train_top_copies_its_start_and_soups_average_it(toy):
+    m = tiny_bert(seed=4).eval(); cache = HiddenCache(*hidden_states(m, toy, 1, precision="fp32"), toy["labels"])
+    torch.manual_seed(0); start = TopOnHidden(m, 1); before = {k: v.clone() for k, v in start.state_dict().items()}
+    a, b = (train_top(start, cache, lr=1e-2, seed=s, epochs=1, batch_size=16) for s in (0, 1))
+    assert all(torch.equal(v, start.state_dict()[k]) for k, v in before.items()) and a.member_info["steps"] == 4
+    mid = interpolate(a, b, 0.5)
+    assert torch.allclose(mid.classifier.weight, (a.classifier.weight + b.classifier.weight) / 2, atol=1e-7)
+    assert top_logits(mid, cache, precision="fp32").shape == (len(toy), 2)
+    with pytest.raises(ValueError, match="between 0 and"): TopOnHidden(m, 3)
+    with pytest.raises(ValueError, match="one hidden-state row"): HiddenCache(torch.zeros(3, 2, 4), torch.ones(3, 2), [0, 1])
+
+
+def test_balanced_accuracy_and_macro_f1_see_through_the_prior():
+    y = np.r_[np.ones(80), np.zeros(20)].astype(int)
+    const = np.ones(100, dtype=int)
+    assert accuracy(const, y) == 0.8 and balanced_accuracy(const, y) == 0.5
+    assert math.isclose(macro_f1(const, y), (2 * 0.8 / 1.8) / 2, rel_tol=1e-12)
+    assert balanced_accuracy(np.eye(2)[y], y) == 1.0 and macro_f1(y, y) == 1.0

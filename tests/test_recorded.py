@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftlab.stats import RECORD_CMD, check_fresh, load_recorded
+from ftlab.stats import RECORD_CMD, check_fresh, code_hash, load_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 CI_ROWS = Path(os.environ.get("FTLAB_RESULTS_DIR") or ROOT / "bench/results/ci")
-RECORDED = sorted(p for p in RESULTS.glob("*.csv") if p.name != "claims.csv")   # claims.csv is the ledger, not a recording
+RECORDED = sorted(p for p in RESULTS.glob("*.csv") if p.name not in ("claims.csv", "neutral_changes.csv"))   # the ledger and the neutral changes are not recordings
 KEY = ["method", "dataset", "metric", "seed"]
 
 # How far CI's fast rows may lie from the recorded fast rows. The seeds, data and code are the same (the code hash
@@ -91,7 +91,8 @@ def test_recording_is_fresh(csv):
     nb = notebook_of(csv)
     assert nb.exists(), f"{csv.relative_to(ROOT)} has no notebook {nb.relative_to(ROOT)}: delete the recording or restore the notebook."
     fresh, msg = check_fresh(csv.stem, RESULTS, nb)
-    if fresh: return
+    if fresh and code_hash(nb) in set(load_recorded(csv.stem, RESULTS).code_hash.astype(str)): return
+    # fresh through changes marked numerically neutral (results/neutral_changes.csv), or stale: CI's fast rows decide
     status, why = fast_rows_verdict(csv)
     if status == "match":
         warnings.warn(f"{csv.relative_to(ROOT)}: the notebook's code changed since it was recorded, and {why}: the change is numerically neutral in the fast profile")
@@ -164,3 +165,19 @@ def test_ci_reproduces_the_recorded_fast_rows(csv):
     status, msg = fast_rows_verdict(csv)
     if status == "skip": pytest.skip(msg)
     assert status == "match", msg
+
+
+def test_neutral_changes_start_from_a_recording():
+    """Every line of results/neutral_changes.csv (written by scripts/mark_neutral.py) starts from a hash its chapter's
+    recording was made by, or that an earlier neutral change reached, and says how it was shown neutral."""
+    path = RESULTS / "neutral_changes.csv"
+    if not path.exists(): pytest.skip("no code change has been marked numerically neutral")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert list(df.columns) == ["chapter", "from_hash", "to_hash", "date", "evidence"], list(df.columns)
+    for chapter, rows in df.groupby("chapter", sort=False):
+        assert (RESULTS / f"{chapter}.csv").exists(), f"neutral_changes.csv names {chapter}, which has no recording"
+        known = set(load_recorded(chapter, RESULTS).code_hash.astype(str))
+        for r in rows.itertuples():
+            assert r.from_hash in known, f"{chapter}: a neutral change starts from {r.from_hash}, which no recording or earlier change has; re-run scripts/mark_neutral.py"
+            assert r.evidence.strip() and r.from_hash != r.to_hash, r
+            known.add(r.to_hash)
