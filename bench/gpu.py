@@ -83,7 +83,7 @@ class SyncWatch:
 
 
 def run_fit(model, ds, bs, warmup, steps, fused=False, watch_syncs=False, lr=1e-4):
-    from ftlab.engine import Callback, fit
+    from ftlab.engine import Callback, Optimization, fit
     cuda = torch.cuda.is_available()
     class Clock(Callback):
         def __init__(self): self.t = {}
@@ -92,7 +92,7 @@ def run_fit(model, ds, bs, warmup, steps, fused=False, watch_syncs=False, lr=1e-
                 if cuda: torch.cuda.synchronize()
                 self.t[state.step] = time.perf_counter()
     clock = Clock()
-    kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=lr, weight_decay=0.01, fused=True)) if fused else {}
+    opt = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=lr, weight_decay=0.01, fused=True)) if fused else {}
     if cuda: torch.cuda.reset_peak_memory_stats()
     watch = SyncWatch() if (watch_syncs and cuda) else None
     class WatchFrom(Callback):
@@ -100,8 +100,8 @@ def run_fit(model, ds, bs, warmup, steps, fused=False, watch_syncs=False, lr=1e-
         def on_step_end(self, state):
             if watch and state.step == warmup: watch.__enter__()
     try:
-        res = fit(model, ds, task="lm", max_steps=warmup + steps, batch_size=bs, lr=lr, weight_decay=0.01, scheduler="linear",
-                  log_every=10, progress=False, plot=False, callbacks=[clock, WatchFrom()], seed=0, **kw)
+        res = fit(model, ds, task="lm", max_steps=warmup + steps, batch_size=bs, lr=lr, optimization=Optimization(weight_decay=0.01, scheduler="linear", **opt),
+                  log_every=10, progress=False, plot=False, callbacks=[clock, WatchFrom()], seed=0)
     finally:
         if watch and hasattr(watch, "cm"): watch.__exit__(None, None, None)
     dt = clock.t[warmup + steps] - clock.t[warmup]
@@ -144,7 +144,7 @@ def run_bare(model, ds, bs, warmup, steps, fused=False, lr=1e-4, pinned=False):
 def gpu_busy(model, ds, bs, steps=4):
     "Fraction of wall time the GPU spends in kernels during `steps` fit steps (torch.profiler), and the top kernels."
     from torch.profiler import ProfilerActivity, profile
-    from ftlab.engine import Callback, fit
+    from ftlab.engine import Callback, Optimization, fit
     state_t = {}
     class Mark(Callback):
         def on_step_end(self, state):

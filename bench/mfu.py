@@ -101,7 +101,7 @@ def breakdown(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, log=prin
 def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_length=True, precision="fp32", log=print) -> dict:
     """MFU of `ftlab.engine.fit` itself as the chapters run it (length-grouped batches, fused AdamW, clipping), on the
     same model and data as `breakdown`: 6 × N × real tokens of the timed steps / their wall time."""
-    from ftlab.engine import Callback, epoch_batches, fit
+    from ftlab.engine import Callback, Optimization, epoch_batches, fit
     _, lengths, _ = plan_for(spec, batch_size)
     plan = epoch_batches(lengths, batch_size, seed=0, epoch=0, shuffle=True, group_by_length=group_by_length)
     class Clock(Callback):
@@ -109,7 +109,7 @@ def fit_mfu(spec, batch_size=32, warmup=2, steps=8, peak_gflops=None, group_by_l
         def on_step_end(self, state): self.t.append(time.perf_counter())
     clock, model = Clock(), fresh_model(spec)
     N, total = non_embedding_params(model), warmup + steps
-    fit(model, spec["ds"], task=spec["task"], max_steps=total, batch_size=batch_size, lr=5e-5, weight_decay=0.01,
+    fit(model, spec["ds"], task=spec["task"], max_steps=total, batch_size=batch_size, lr=5e-5, optimization=Optimization(weight_decay=0.01),
         group_by_length=group_by_length, progress=False, plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0,
         precision=precision)
     wall = clock.t[-1] - clock.t[warmup - 1]

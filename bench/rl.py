@@ -52,12 +52,12 @@ class _Clock:
 
 
 def dpo_ours(ref, tok, df, steps, batch, lr, beta):
-    from ftlab.engine import fit
+    from ftlab.engine import Optimization, fit
     from ftlab.preference import PairCollator, dpo_loss_fn, pair_dataset
     from ftlab.rl import lora_policy
     pol = lora_policy(copy.deepcopy(ref)); clock = _Clock()
     fit(pol, pair_dataset(df, tok), loss_fn=dpo_loss_fn(beta), frozen=dict(ref=ref), collate_fn=PairCollator(tok.pad_token_id),
-        task="lm", max_steps=steps + 1, batch_size=batch, lr=lr, weight_decay=0.0, plot=False, progress=False, callbacks=[clock])
+        task="lm", max_steps=steps + 1, batch_size=batch, lr=lr, optimization=Optimization(weight_decay=0.0), plot=False, progress=False, callbacks=[clock])
     return median(clock.step_times())
 
 

@@ -72,16 +72,17 @@ def param_groups(model, lr, wd):
 # ------------------------------------------------------------------------------------- contenders
 def run_fit(spec, cfg, fused=False, defaults=False):
     "fit on the shared plan in `cfg['precision']`; with `defaults`, fit as a user calls it (auto precision, length-grouped batches)."
-    from ftlab.engine import Callback, fit
+    from ftlab.engine import Callback, Optimization, fit
     class Clock(Callback):
         def __init__(self): self.t, self.c = [], []
         def on_step_end(self, state): self.t.append(time.perf_counter()); self.c.append(time.process_time())
     clock = Clock(); model = fresh_model(spec)
-    kw = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
+    opt = dict(optimizer=lambda g: torch.optim.AdamW(g, lr=cfg["lr"], weight_decay=cfg["wd"], fused=True)) if fused else {}
+    kw = {}
     if not defaults: kw.update(precision=cfg.get("precision", "fp32"), group_by_length=False)   # the same batches as the others
     t0 = time.perf_counter()
     res = fit(model, spec["ds"], task=spec["task"], max_steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-              weight_decay=cfg["wd"], scheduler="linear", warmup=0, max_grad_norm=1.0, log_every=10, progress=False,
+              optimization=Optimization(weight_decay=cfg["wd"], scheduler="linear", warmup=0, max_grad_norm=1.0, **opt), log_every=10, progress=False,
               plot=False, callbacks=[clock], tokenizer=spec["tok"], seed=0, **kw)
     wall = time.perf_counter() - t0
     last = res.history[res.history.split == "train"].loss.iloc[-1]

@@ -39,7 +39,7 @@ def _diverged(value, step: int, output_dir) -> TrainingDiverged:
     last = latest_checkpoint(output_dir) if output_dir else None
     return TrainingDiverged(f"The training loss became {value} at or before step {step}. "
                             + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written. ")
-                            + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (max_grad_norm=1.0), "
+                            + "Try a lower learning rate (e.g. a tenth), keep gradient clipping on (optimization=Optimization(max_grad_norm=1.0)), "
                               "add warm-up, or check the data for extreme or invalid labels.")
 
 @dataclass
@@ -216,6 +216,19 @@ def _grouped(flat: dict, evaluation: Evaluation | None, callbacks) -> tuple[Eval
         callbacks.append(Checkpointing(**ck))
     return evaluation or Evaluation(**ev), callbacks
 
+# %% ../nbs/01_engine.ipynb #c01opt01
+_FLAT_OPT = tuple(Optimization.__dataclass_fields__)
+
+def _optimization(flat: dict, optimization: Optimization | None) -> Optimization:
+    "`fit`'s optimizer settings: `optimization`, or the deprecated flat keywords (popped from `flat`), with a warning that says what to write."
+    old = {k: flat.pop(k) for k in _FLAT_OPT if k in flat}
+    if not old: return optimization if optimization is not None else Optimization()
+    if optimization is not None: raise ValueError(f"fit: pass optimization=Optimization(...) or {sorted(old)}, not both.")
+    shown = ", ".join(f"{k}={v!r}" if isinstance(v, (str, int, float, type(None))) else f"{k}=..." for k, v in old.items())
+    warnings.warn(f"fit: {', '.join(f'{k}=' for k in old)} moved into one argument: write optimization=Optimization({shown}) "
+                  f"(from ftlab.engine import Optimization). The flat keywords are deprecated.", DeprecationWarning, stacklevel=3)
+    return Optimization(**old)
+
 # %% ../nbs/01_engine.ipynb #c01run01
 def _callbacks(progress: bool, plot: bool | None, callbacks) -> list:
     "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), the caller's."
@@ -362,13 +375,7 @@ def fit(model,                            # a `transformers` model or any module
         max_steps: int | None = None,     # optimizer steps to run in total
         batch_size: int = 32,             # global examples per micro-batch (split across processes)
         lr: float = 5e-5,                 # peak learning rate (for the default parameter groups)
-        weight_decay: float = 0.01,
-        param_groups: list | None = None, # explicit optimizer parameter groups for `model` (e.g. discriminative LRs)
-        optimizer: Callable | None = None,# `optimizer(param_groups) -> torch.optim.Optimizer`; default AdamW
-        scheduler="linear",               # a name in `SCHEDULES` or `scheduler(optimizer, total_steps)`
-        warmup: float | int = 0.0,        # warm-up as a fraction of the steps (< 1) or a step count
-        grad_accum: int = 1,              # micro-batches per optimizer step
-        max_grad_norm: float | None = 1.0,# clip the global gradient norm (None: no clipping)
+        optimization: Optimization | None = None,  # the rest of the optimizer: weight decay, param groups, optimizer, schedule, warm-up, grad_accum, clipping (default `Optimization()`)
         log_every: int = 10,              # log the mean training loss (and logs) every N steps
         callbacks=(),                     # extra `Callback`s, e.g. `Checkpointing(output_dir, save_every=100)`, `EarlyStopping()`
         evaluation: Evaluation | None = None,  # how often and how to evaluate on `eval_ds` (default `Evaluation()`: each epoch)
@@ -379,12 +386,13 @@ def fit(model,                            # a `transformers` model or any module
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
         precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
-        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); mixed_precision (deprecated: `precision`)
+        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); deprecated: weight_decay, param_groups, optimizer, scheduler, warmup, grad_accum, max_grad_norm (→ `Optimization`), mixed_precision (→ `precision`)
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     mixed_precision = flat.pop("mixed_precision", None)   # the old name of `precision`, resolved below with a warning
+    o = _optimization(flat, optimization)
     evaluation, callbacks = _grouped(flat, evaluation, callbacks)
-    _check_args(train_ds, batch_size, lr, epochs, max_steps, grad_accum, task, loss_fn, streams, modules, frozen)
+    _check_args(train_ds, batch_size, lr, epochs, max_steps, o.grad_accum, task, loss_fn, streams, modules, frozen)
     if (ck := _checkpointing(callbacks)) is not None: ck.check()
     seed_everything(seed)
     precision = _renamed_precision(precision, mixed_precision, "fit")
@@ -394,8 +402,8 @@ def fit(model,                            # a `transformers` model or any module
     check_data(cols, task, model); _check_eval_data(eval_ds, cols, task, model)
     plans = {k: _StreamPlan(k, _as_stream(s), seed, batch_size, collate, group_by_length) for k, s in (streams or {}).items()}
     mods = {k: m if isinstance(m, tuple) else (m, None) for k, m in (modules or {}).items()}
-    steps_per_epoch, total, n_epochs = _plan(lens, batch_size, seed, grad_accum, epochs, max_steps)
-    opt = _build_optimizer(model, mods, lr, weight_decay, param_groups, optimizer)
+    steps_per_epoch, total, n_epochs = _plan(lens, batch_size, seed, o.grad_accum, epochs, max_steps)
+    opt = _build_optimizer(model, mods, lr, o.weight_decay, o.param_groups, o.optimizer)
     model, *extra, opt = acc.prepare(model, *(m for m, _ in mods.values()), opt)
     extra = dict(zip(mods, extra))
     run = mcfg = cache_was = None; t0 = time.time()
@@ -404,10 +412,10 @@ def fit(model,                            # a `transformers` model or any module
         # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
         mcfg = getattr(acc.unwrap_model(model), "config", None); cache_was = getattr(mcfg, "use_cache", None)
         if cache_was: mcfg.use_cache = False
-        state = TrainState(model, opt, make_scheduler(opt, scheduler, total, warmup), acc, total, steps_per_epoch, n_epochs, modules=extra,
+        state = TrainState(model, opt, make_scheduler(opt, o.scheduler, total, o.warmup), acc, total, steps_per_epoch, n_epochs, modules=extra,
                            seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
         run = _Run(state, _callbacks(progress, plot, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size,
-                   grad_accum=grad_accum, group_by_length=group_by_length, max_grad_norm=max_grad_norm, log_every=log_every,
+                   grad_accum=o.grad_accum, group_by_length=group_by_length, max_grad_norm=o.max_grad_norm, log_every=log_every,
                    eval_every=evaluation.every, eval_ds=eval_ds, checkpoints=ck, evaluation=dict(task=task, batch_size=evaluation.batch_size,
                    collate_fn=collate, tokenizer=tokenizer, predict_fn=evaluation.predict_fn, metrics=evaluation.metrics))
         if ck is not None and ck.resume_from is not None: run.resume(ck.resume_from)

@@ -7,12 +7,13 @@ Docs: https://ftlab.github.io/ftlab/nbs/optimization.html.md"""
 # %% ../nbs/01d_optimization.ipynb #33ee967e
 from __future__ import annotations
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'no_decay', 'param_groups', 'adamw', 'lr_multiplier', 'make_scheduler']
+__all__ = ['SCHEDULES', 'no_decay', 'param_groups', 'adamw', 'lr_multiplier', 'make_scheduler', 'Optimization']
 
 # %% ../nbs/01d_optimization.ipynb #d844d8f6
 def no_decay(name: str, p) -> bool:
@@ -70,3 +71,21 @@ def make_scheduler(optimizer, kind="linear", total_steps: int = 1, warmup: float
     if callable(kind): return kind(optimizer, total_steps)
     w = int(round(warmup * total_steps)) if isinstance(warmup, float) and warmup < 1 else int(warmup)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(kind, total_steps, w))
+
+# %% ../nbs/01d_optimization.ipynb #c01dopt1
+@dataclass
+class Optimization:
+    "How `fit` optimizes, beyond the learning rate: weight decay, parameter groups, the optimizer, the schedule and its warm-up, accumulation, clipping."
+    weight_decay: float = 0.01             # decay for the parameters `no_decay` does not exempt (default parameter groups)
+    param_groups: list | None = None       # explicit optimizer parameter groups for the model (e.g. discriminative LRs)
+    optimizer: Callable | None = None      # `optimizer(param_groups) -> torch.optim.Optimizer`; default: fused AdamW (`adamw`)
+    scheduler: str | Callable = "linear"   # a name in `SCHEDULES` or `scheduler(optimizer, total_steps)`
+    warmup: float | int = 0.0              # warm-up as a fraction of the steps (< 1) or a step count
+    grad_accum: int = 1                    # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0      # clip the global gradient norm (None: no clipping)
+
+    def __post_init__(self):
+        if isinstance(self.scheduler, str) and self.scheduler not in SCHEDULES:
+            raise ValueError(f"Optimization: unknown schedule {self.scheduler!r}; choose one of {', '.join(SCHEDULES)} or pass a callable.")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)) or self.warmup < 0:
+            raise ValueError(f"Optimization: warmup must be a fraction of the steps (< 1) or a step count, got {self.warmup!r}.")

@@ -7,17 +7,18 @@ Docs: https://ftlab.github.io/ftlab/nbs/rl.html.md"""
 # %% auto #0
 __all__ = ['FROZENLAKE_ARROWS', 'CLIFFWALKING_ARROWS', 'LORA_TARGETS', 'ALGOS', 'q_update', 'q_learning', 'run_greedy',
            'policy_grid', 'keep_layers', 'lora_policy', 'Rollout', 'generate', 'token_logprobs', 'vader_reward',
-           'classifier_reward', 'kl_rewards', 'gae', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead', 'RLResult',
-           'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
+           'classifier_reward', 'kl_rewards', 'gae', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead', 'RLResult', 'PPO',
+           'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
 
 # %% ../nbs/50_rl.ipynb #065cc96f
-import math, copy, time
+import math, copy, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn
-from .engine import (ProgressBar, TrainState, get_accelerator, load_checkpoint, make_scheduler, param_groups,
-                          resolve_precision, save_checkpoint, seed_everything)
+from .engine import (Checkpointing, ProgressBar, TrainState, eval_mode, get_accelerator, load_checkpoint, make_scheduler,
+                          param_groups, resolve_precision, save_checkpoint, seed_everything)
+from .checkpoint import _checkpoints
 from .losses import kl_estimate, kl_exact, log_softmax
 
 # %% ../nbs/50_rl.ipynb #1462542c
@@ -130,11 +131,10 @@ def generate(model, tok,                  # the policy and its tokenizer (paddin
     dev = next(model.parameters()).device
     enc = tok(list(prompts), return_tensors="pt", padding=True).to(dev)
     if seed is not None: torch.manual_seed(seed)
-    was = model.training; model.eval()
     kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else dict(do_sample=False)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         use_cache=True, **kw)
-    model.train(was)
+    with eval_mode(model):
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             use_cache=True, **kw)
     P = enc.input_ids.shape[1]; comp = out[:, P:]
     is_eos = comp == tok.eos_token_id
     cmask = ((is_eos.long().cumsum(-1) - is_eos.long()) == 0).long()   # up to and including the first EOS
@@ -173,9 +173,8 @@ def classifier_reward(model, tok,            # a 2-class sentiment classifier (l
     "A reward function `texts -> 2 P(positive) - 1` in [-1, 1] from a sentiment classifier."
     @torch.no_grad()
     def reward(texts):
-        model.eval()
         enc = tok(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length).to(next(model.parameters()).device)
-        return (2 * model(**enc).logits.float().softmax(-1)[:, 1] - 1).cpu()
+        with eval_mode(model): return (2 * model(**enc).logits.float().softmax(-1)[:, 1] - 1).cpu()
     return reward
 
 # %% ../nbs/50_rl.ipynb #e0af21af
@@ -246,11 +245,65 @@ ALGOS = ("reinforce", "ppo", "ppo_gae")
 
 @dataclass
 class RLResult:
-    "What `rl_train` returns."
+    "What `rl_train` and `grpo_train` return."
     policy: nn.Module
     history: pd.DataFrame
     value_head: nn.Module | None = None
     train_time_s: float = 0.0
+
+# %% ../nbs/50_rl.ipynb #c50run01
+@dataclass
+class PPO:
+    "PPO's settings in `rl_train`: optimizer steps per batch and the clip range; for 'ppo_gae' the critic (value head, its rate, its loss weight, GAE's γ and λ)."
+    epochs: int = 2                          # optimizer steps per batch (REINFORCE always takes 1)
+    clip: float = 0.2                        # ε: the ratio's trust region is [1-ε, 1+ε]
+    value_head: nn.Module | None = None      # for 'ppo_gae' (default: a fresh `ValueHead`)
+    value_lr: float = 1e-3                   # the value head's learning rate
+    vf_coef: float = 0.5                     # weight of the value loss
+    gamma: float = 1.0                       # GAE's discount
+    lam: float = 0.95                        # GAE's λ
+
+class RLRun:
+    "One RL run's optimizer (AdamW, no decay, over the policy's trainable parameters and `modules`' at `module_lr`), constant schedule, counters, history, checkpoints and progress bar."
+    def __init__(self, policy, acc, lr: float, steps: int, *, opt_steps: int | None = None, modules: dict | None = None,
+                 module_lr: float | None = None, max_grad_norm: float | None = 1.0, seed: int = 0, progress: bool = True):
+        self.modules = modules or {}
+        self.groups = param_groups(policy, lr, 0.0, trainable_only=True) + [g for m in self.modules.values() for g in param_groups(m, module_lr, 0.0)]
+        opt = torch.optim.AdamW(self.groups, lr=lr)
+        self.state = TrainState(policy, opt, make_scheduler(opt, "constant", opt_steps or steps), acc, steps, steps, 1, modules=self.modules, seed=seed)
+        self.max_grad_norm, self.bar, self.t0 = max_grad_norm, ProgressBar() if progress else None, time.time()
+
+    def start(self):
+        if self.bar: self.bar.on_fit_start(self.state)
+        self.t0 = time.time()
+
+    def step(self, loss):
+        "Backward `loss`, clip the gradient norm, one optimizer and schedule step."
+        s = self.state; s.accelerator.backward(loss)
+        if self.max_grad_norm: s.accelerator.clip_grad_norm_([p for g in self.groups for p in g["params"]], self.max_grad_norm)
+        s.optimizer.step(); s.scheduler.step(); s.optimizer.zero_grad(set_to_none=True)
+
+    def record(self, **row):
+        "Close an RL step: count it, append `row` to the history, move the bar."
+        s = self.state; s.step += 1; s.history.append(dict(step=s.step, **row))
+        if self.bar: self.bar.on_step_end(s)
+
+    def save(self, ck: Checkpointing | None):
+        "Write `checkpoint-<step>` (engine format) when `ck.save_every` says so, keeping the newest `ck.save_total_limit`."
+        s = self.state
+        if ck is None or not ck.save_every or s.step % ck.save_every: return
+        save_checkpoint(Path(ck.output_dir) / f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
+                        dict(step=s.step, history=s.history, seed=s.seed), s.accelerator, self.modules)
+        if s.accelerator.is_main_process and ck.save_total_limit:
+            for c in _checkpoints(Path(ck.output_dir))[ck.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+
+    def resume(self, path):
+        s = self.state
+        st = load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.accelerator, modules=self.modules); s.step, s.history = st["step"], st["history"]
+
+    def finish(self, value_head=None) -> RLResult:
+        if self.bar: self.bar.on_fit_end(self.state)
+        return RLResult(self.state.model, pd.DataFrame(self.state.history), value_head, time.time() - self.t0)
 
 # %% ../nbs/50_rl.ipynb #3d8967cb
 def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts)] if with_prompt else ro.texts
@@ -258,6 +311,47 @@ def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts
 def _whiten(a, mask):
     m = _masked_mean(a, mask); v = _masked_mean((a - m) ** 2, mask)
     return (a - m) * torch.rsqrt(v + 1e-8) * mask
+
+@torch.no_grad()
+def _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc) -> dict:
+    "Without gradient: the sampled tokens' log-probs under the policy (old) and the reference, the KL-penalised rewards, the advantages (and GAE's returns)."
+    mask = ro.completion_mask.float()
+    with acc.autocast():   # the engine's training precision, as in `fit`
+        out = token_logprobs(policy, ro, temperature, hidden=value is not None)
+        ref_logp = token_logprobs(ref, ro, temperature)
+    old_logp, h = out if value is not None else (out, None)
+    rewards, kl = kl_rewards(scores, old_logp, ref_logp, mask, beta, kl_kind)
+    returns = None
+    if algo == "ppo_gae":
+        adv, returns = gae(rewards, value(h) * mask, mask, ppo.gamma, ppo.lam); adv = _whiten(adv, mask)
+    else:
+        total = rewards.sum(-1); adv = total - total.mean()
+        if algo == "ppo": adv = adv / (adv.std() + 1e-8)
+    return dict(mask=mask, old_logp=old_logp, ref_logp=ref_logp, kl=kl, adv=adv, returns=returns)
+
+def _update(run: RLRun, ro, t: dict, algo, value, ppo: PPO, temperature) -> tuple:
+    "One optimizer step of the policy (and value head) on the batch's targets `t`: `(loss, value_loss, logs)`."
+    policy, acc, mask = run.state.model, run.state.accelerator, t["mask"]
+    policy.train()
+    with acc.autocast():
+        if value is not None:
+            logp, h = token_logprobs(policy, ro, temperature, hidden=True)
+            vloss = 0.5 * _masked_mean((value(h) - t["returns"]) ** 2, mask)
+        else: logp, vloss = token_logprobs(policy, ro, temperature), torch.zeros((), device=acc.device)
+    if algo == "reinforce": loss, logs = reinforce_loss(logp, t["adv"], mask), {}
+    else: loss, logs = ppo_clip_loss(logp, t["old_logp"], t["adv"], mask, ppo.clip)
+    run.step(loss + ppo.vf_coef * vloss)
+    return loss, vloss, logs
+
+_MOVED = dict(epochs="ppo=PPO(epochs=...)", clip="ppo=PPO(clip=...)", value_head="ppo=PPO(value_head=...)", value_lr="ppo=PPO(value_lr=...)",
+              vf_coef="ppo=PPO(vf_coef=...)", gamma="ppo=PPO(gamma=...)", lam="ppo=PPO(lam=...)", output_dir="checkpoints=Checkpointing(output_dir, save_every=N)",
+              save_every="checkpoints=Checkpointing(output_dir, save_every=N)", resume_from="checkpoints=Checkpointing(resume_from=...)")
+
+def _check_rl_args(algo, prompts, moved: dict):
+    if bad := sorted(set(moved) - set(_MOVED)): raise TypeError(f"rl_train() got unexpected keyword argument(s) {bad}.")
+    if moved: raise TypeError("rl_train: " + "; ".join(f"{k}= moved: write {_MOVED[k]}" for k in moved) + " (PPO from ftlab.rl, Checkpointing from ftlab.engine).")
+    if algo not in ALGOS: raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}.")
+    if not prompts: raise ValueError("rl_train needs training prompts.")
 
 def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `ref`), the frozen reference, the tokenizer
              prompts: list,                  # training prompts (cycled in a seeded order)
@@ -267,83 +361,39 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
              kl_kind: str = "k1",            # the estimator in the reward: 'k1' or 'k3'
              steps: int = 10,                # RL steps (one generated batch each)
              batch_size: int = 8,            # prompts per step
-             epochs: int = 2,                # optimizer steps per batch (PPO); REINFORCE always takes 1
-             clip: float = 0.2,              # PPO's ε
              lr: float = 3e-4,               # learning rate of the adapters
-             value_head: nn.Module | None = None,  # for 'ppo_gae' (default: a fresh `ValueHead`)
-             value_lr: float = 1e-3,         # the value head's learning rate
-             vf_coef: float = 0.5,           # weight of the value loss
-             gamma: float = 1.0, lam: float = 0.95,  # GAE
+             ppo: PPO | None = None,         # PPO's epochs and clip, and the critic of 'ppo_gae' (default `PPO()`)
              max_new_tokens: int = 12,       # completion length
              temperature: float = 1.0,       # sampling temperature (log-probs use the same one)
              max_grad_norm: float = 1.0,     # clip the global gradient norm
              with_prompt: bool = True,       # score `prompt + completion` (the whole review) rather than the completion alone
              seed: int = 0,                  # seeds prompt order and sampling
-             output_dir=None, save_every: int | None = None,  # checkpoints (engine format)
-             resume_from=None,               # a checkpoint written by an earlier run with the same settings
-             progress: bool = True) -> RLResult:
+             checkpoints: Checkpointing | None = None,  # `Checkpointing(output_dir, save_every=N)` writes engine checkpoints; `resume_from=` continues
+             progress: bool = True,
+             **moved) -> RLResult:           # the keywords `ppo` and `checkpoints` replaced: an error that says what to write
     "Train `policy` against `reward_fn` with a KL penalty to `ref` by REINFORCE or PPO; the loop written out."
-    if algo not in ALGOS: raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}.")
-    if not prompts: raise ValueError("rl_train needs training prompts.")
-    if save_every and output_dir is None: raise ValueError("rl_train: save_every needs an output_dir.")
+    _check_rl_args(algo, prompts, moved); ppo = ppo or PPO()
+    if checkpoints is not None: checkpoints.check()
     seed_everything(seed)
     acc = get_accelerator(); dev = acc.device
     policy.to(dev); ref.to(dev).eval().requires_grad_(False)
-    if algo == "ppo_gae" and value_head is None: value_head = ValueHead(policy.config.hidden_size)
-    mods = {"value": value_head.to(dev)} if algo == "ppo_gae" else {}
-    groups = param_groups(policy, lr, 0.0, trainable_only=True) + [g for m in mods.values() for g in param_groups(m, value_lr, 0.0)]
-    opt = torch.optim.AdamW(groups, lr=lr)
-    sched = make_scheduler(opt, "constant", steps * (1 if algo == "reinforce" else epochs))
-    state = TrainState(policy, opt, sched, acc, steps, steps, 1, modules=mods, seed=seed)
-    if resume_from is not None:
-        st = load_checkpoint(resume_from, policy, opt, sched, acc, modules=mods); state.step, state.history = st["step"], st["history"]
+    value = None if algo != "ppo_gae" else (ppo.value_head if ppo.value_head is not None else ValueHead(policy.config.hidden_size)).to(dev)
+    n_epochs = 1 if algo == "reinforce" else ppo.epochs
+    run = RLRun(policy, acc, lr, steps, opt_steps=steps * n_epochs, modules={"value": value} if value is not None else {},
+                module_lr=ppo.value_lr, max_grad_norm=max_grad_norm, seed=seed, progress=progress)
+    if checkpoints is not None and checkpoints.resume_from is not None: run.resume(checkpoints.resume_from)
     rng = np.random.default_rng(seed); order = rng.permutation(np.resize(np.arange(len(prompts)), steps * batch_size + len(prompts)))
-    bar = ProgressBar() if progress else None
-    if bar: bar.on_fit_start(state)
-    t0 = time.time()
-    while state.step < steps:
-        i = state.step
-        batch = [prompts[j] for j in order[i * batch_size:(i + 1) * batch_size]]
-        ro = generate(policy, tok, batch, max_new_tokens, temperature, seed=seed * 100_003 + i)
-        scores = reward_fn(_scored(ro, with_prompt)).to(dev).float(); mask = ro.completion_mask.float()
-        with torch.no_grad():
-            with acc.autocast():   # the engine's training precision, as in `fit`
-                out = token_logprobs(policy, ro, temperature, hidden=bool(mods))
-                ref_logp = token_logprobs(ref, ro, temperature)
-            old_logp, h = (out if mods else (out, None))
-            rewards, kl = kl_rewards(scores, old_logp, ref_logp, mask, beta, kl_kind)
-            if algo == "ppo_gae":
-                values = mods["value"](h) * mask
-                adv, returns = gae(rewards, values, mask, gamma, lam); adv = _whiten(adv, mask)
-            else:
-                total = rewards.sum(-1); adv = total - total.mean()
-                if algo == "ppo": adv = adv / (adv.std() + 1e-8)
-        logs = {}
-        for _ in range(1 if algo == "reinforce" else epochs):
-            policy.train()
-            with acc.autocast():
-                if mods:
-                    logp, h = token_logprobs(policy, ro, temperature, hidden=True)
-                    v = mods["value"](h)
-                    vloss = 0.5 * _masked_mean((v - returns) ** 2, mask)
-                else: logp, vloss = token_logprobs(policy, ro, temperature), torch.zeros((), device=dev)
-            if algo == "reinforce": loss, logs = reinforce_loss(logp, adv, mask), {}
-            else: loss, logs = ppo_clip_loss(logp, old_logp, adv, mask, clip)
-            acc.backward(loss + vf_coef * vloss)
-            if max_grad_norm: acc.clip_grad_norm_([p for g in groups for p in g["params"]], max_grad_norm)
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        n_tok = mask.sum(-1)
-        state.step += 1
-        state.history.append(dict(step=state.step, split="train", reward=scores.mean().item(), kl=kl.sum(-1).mean().item(),
-                                  kl_k3=(kl_estimate(old_logp, ref_logp, "k3") * mask).sum(-1).mean().item(),
-                                  loss=loss.item(), value_loss=vloss.item(), tokens=n_tok.mean().item(),
-                                  **{k: float(x) for k, x in logs.items()}))
-        if bar: bar.on_step_end(state)
-        if save_every and state.step % save_every == 0:
-            save_checkpoint(Path(output_dir) / f"checkpoint-{state.step}", policy, opt, sched,
-                            dict(step=state.step, history=state.history, seed=seed), acc, mods)
-    if bar: bar.on_fit_end(state)
-    return RLResult(policy, pd.DataFrame(state.history), mods.get("value"), time.time() - t0)
+    run.start()
+    while (i := run.state.step) < steps:
+        ro = generate(policy, tok, [prompts[j] for j in order[i * batch_size:(i + 1) * batch_size]], max_new_tokens, temperature, seed=seed * 100_003 + i)
+        scores = reward_fn(_scored(ro, with_prompt)).to(dev).float()
+        t = _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc); mask = t["mask"]
+        for _ in range(n_epochs): loss, vloss, logs = _update(run, ro, t, algo, value, ppo, temperature)
+        run.record(split="train", reward=scores.mean().item(), kl=t["kl"].sum(-1).mean().item(),
+                   kl_k3=(kl_estimate(t["old_logp"], t["ref_logp"], "k3") * mask).sum(-1).mean().item(),
+                   loss=loss.item(), value_loss=vloss.item(), tokens=mask.sum(-1).mean().item(), **{k: float(x) for k, x in logs.items()})
+        run.save(checkpoints)
+    return run.finish(value)
 
 # %% ../nbs/50_rl.ipynb #f4d9b7b7
 @torch.no_grad()

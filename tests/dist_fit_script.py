@@ -7,11 +7,11 @@ module at its own learning rate, a frozen module, and logs returned by the loss.
 """
 import json, sys
 import torch
-from ftlab.engine import Stream, default_loss, fit
+from ftlab.engine import Optimization, Stream, default_loss, fit
 from ftlab.testing import tiny_bert, toy_dataset
 
 out, mode = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "plain")
-kw = dict(batch_size=16, grad_accum=2, max_steps=6, lr=3e-3, log_every=1, progress=False, plot=False, seed=0)
+kw = dict(batch_size=16, optimization=Optimization(grad_accum=2), max_steps=6, lr=3e-3, log_every=1, progress=False, plot=False, seed=0)
 if mode == "streams":
     torch.manual_seed(5); head = torch.nn.Linear(32, 1); ref = tiny_bert(dropout=0.0, seed=9)
 

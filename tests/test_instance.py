@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftlab.engine import Collator, fit
+from ftlab.engine import Collator, Optimization, fit
 from ftlab.engine import columns
 from ftlab.instance import (NeighbourIndex, adapt_predict, knn_predict, masked_views, mlm_ttt, nearest_neighbour_ttt, neighbour_support,
                             normalise, restore, scope_names, snapshot, tune_lr, union_finetune, union_of_neighbours)
@@ -82,7 +82,7 @@ def test_union_finetune_leaves_no_trace_and_uses_the_union(trained):
 def test_loop_matches_fit():
     toy = toy_dataset(8, seed=1); q = query(toy_dataset(4, seed=9), 0)
     ref = tiny_bert(seed=0, dropout=0.0)
-    fit(ref, toy, max_steps=3, batch_size=8, lr=1e-2, scheduler="constant", progress=False, plot=False, precision="fp32")
+    fit(ref, toy, max_steps=3, batch_size=8, lr=1e-2, optimization=Optimization(scheduler="constant"), progress=False, plot=False, precision="fp32")
     ours = tiny_bert(seed=0, dropout=0.0).eval()
     got = adapt_predict(ours, Collator()([toy[i] for i in range(8)]), q, scope_names(ours, "all"), steps=3, lr=1e-2, precision="fp32")
     with torch.no_grad(): want = ref.eval()(**q).logits

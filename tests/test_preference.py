@@ -174,11 +174,11 @@ def test_best_of_n_reward_is_the_mean_max_over_subsets():
 
 
 def test_dpo_with_fit_starts_at_ln2_and_grows_the_margin(tiny):
-    from ftlab.engine import fit
+    from ftlab.engine import Optimization, fit
     model, tok = tiny
     pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
     res = fit(pol, pf.pair_dataset(PAIRS, tok), loss_fn=pf.dpo_loss_fn(0.1), frozen=dict(ref=model), collate_fn=pf.PairCollator(tok.pad_token_id),
-              task="lm", max_steps=4, batch_size=4, lr=1e-2, weight_decay=0.0, plot=False, progress=False, log_every=1, precision="no")
+              task="lm", max_steps=4, batch_size=4, lr=1e-2, optimization=Optimization(weight_decay=0.0), plot=False, progress=False, log_every=1, precision="no")
     h = res.history
     assert h.loss.iloc[0] == pytest.approx(math.log(2), abs=1e-5) and h.margin.iloc[0] == pytest.approx(0.0, abs=1e-6)
     assert h.margin.iloc[-1] > 0 and h.loss.iloc[-1] < math.log(2)   # the same 4 pairs every step: the margin must grow

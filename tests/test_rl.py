@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ftlab import rl
+from ftlab.engine import Checkpointing
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +99,9 @@ def test_rl_train_resume_is_exact(tiny, tmp_path):
     model, tok = tiny
     kw = dict(steps=2, batch_size=2, max_new_tokens=4, seed=3, progress=False)
     pa = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
-    ra = rl.rl_train(pa, model, tok, ["This movie", "The plot", "I think"], rl.vader_reward, output_dir=tmp_path, save_every=1, **kw)
+    ra = rl.rl_train(pa, model, tok, ["This movie", "The plot", "I think"], rl.vader_reward, checkpoints=Checkpointing(tmp_path, save_every=1), **kw)
     pb = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
-    rb = rl.rl_train(pb, model, tok, ["This movie", "The plot", "I think"], rl.vader_reward, resume_from=tmp_path / "checkpoint-1", **kw)
+    rb = rl.rl_train(pb, model, tok, ["This movie", "The plot", "I think"], rl.vader_reward, checkpoints=Checkpointing(resume_from=tmp_path / "checkpoint-1"), **kw)
     np.testing.assert_allclose(ra.history.loss.values, rb.history.loss.values, atol=1e-6)
     sa, sb = pa.state_dict(), pb.state_dict()
     assert all(torch.allclose(sa[k], sb[k], atol=1e-6) for k in sa if "lora" in k)
@@ -114,5 +115,8 @@ def test_measure_policy_kl_zero_for_reference(tiny):
 
 def test_errors_speak():
     with pytest.raises(ValueError, match="algo"): rl.rl_train(None, None, None, ["x"], rl.vader_reward, algo="ppo2")
+    with pytest.raises(TypeError, match=r"epochs= moved: write ppo=PPO\(epochs=...\); output_dir= moved: write checkpoints=Checkpointing"):
+        rl.rl_train(None, None, None, ["x"], rl.vader_reward, epochs=4, output_dir="d")
+    with pytest.raises(TypeError, match="unexpected keyword argument"): rl.rl_train(None, None, None, ["x"], rl.vader_reward, epoch=4)
     with pytest.raises(ValueError, match="prompt"): rl.generate(None, None, [])
 
