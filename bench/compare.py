@@ -9,6 +9,15 @@ and measures its wall time and peak resident memory.
     python -m bench.compare                # estimate, then the real run (minutes)
     python -m bench.compare --dry-run      # the plan and its estimate only (about a minute)
     python -m bench.compare --n 500        # a smaller CSV, to check that everything runs
+    python -m bench.compare --sample       # on a busy machine: one run per strategy, extrapolated to idle cores (minutes)
+
+`--sample` is for a shared, loaded machine, where wall time says more about the neighbours than about the plan: it
+prepares the plan exactly as `ftlab compare` does (`ftlab.compare.prepare`: data, one feature pass, calibration), then
+times ONE run of each strategy (seed 0, its first grid value, the plan's step budget) in this process, in wall seconds
+and in CPU seconds of this process (`getrusage`). Run at one thread (`OMP_NUM_THREADS=1`), a run's CPU seconds are what
+it would take on one idle core (contention slows the instructions, it does not add any, so this errs high); the
+extrapolation is the setup's CPU seconds plus, per strategy, its runs × that run's CPU seconds (a strategy that reuses
+members already trained, 0). Two idle cores at two threads take at most that. Writes bench/results/compare_sample.csv.
 
 Writes bench/results/compare_bench.csv (one row: n, strategies, seeds, estimate, wall seconds, peak MB) and the
 compare's own outputs under bench/results/compare_run/. Run it on an idle machine: the estimate is calibrated on
@@ -29,12 +38,43 @@ def make_csv(path: Path, n: int) -> Path:
     return path
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF); return r.ru_utime + r.ru_stime
+
+
+def sample(csv: Path, a, out: Path) -> int:
+    "Prepare the default plan as `ftlab compare` does, time one run per strategy (wall, CPU), extrapolate the plan; one row per strategy and a total."
+    import pandas as pd
+    from ftlab import compare as K
+    w, c = time.perf_counter(), _cpu()
+    P = K.prepare(["--file", str(csv), "--strategies", a.strategies, "--seeds", str(a.seeds), "--out", str(out / "compare_run"), "--dry-run"])
+    setup = dict(strategy="(setup: data, features, calibration)", runs=1, wall_s=time.perf_counter() - w, cpu_s=_cpu() - c)
+    rows, pool = [setup], P["pool"]
+    for r in P["plan"].itertuples():
+        w, c = time.perf_counter(), _cpu(); K.run_one(r.strategy, K.REGISTRY[r.strategy].grid[0], pool, seed=0)
+        one = dict(wall_s=time.perf_counter() - w, cpu_s=_cpu() - c)
+        k = 0 if r.new_steps == 0 and r.steps > 0 else r.runs                        # members already trained: nothing new
+        rows.append(dict(strategy=r.strategy, runs=k, steps=r.steps, **{f"{x}_per_run": v for x, v in one.items()},
+                         wall_s=k * one["wall_s"], cpu_s=k * one["cpu_s"], est_s=r.est_s))
+        print(f"{r.strategy:>16s}: one run {one['wall_s']:.1f}s wall, {one['cpu_s']:.1f}s CPU; × {k} runs", flush=True)
+    df = pd.DataFrame(rows)
+    tot = dict(strategy="TOTAL", runs=int(df.runs.iloc[1:].sum()), wall_s=df.wall_s.sum(), cpu_s=df.cpu_s.sum(), est_s=df.est_s.sum())
+    df = pd.concat([df, pd.DataFrame([tot])], ignore_index=True).assign(
+        n=a.n, seeds=a.seeds, threads=os.environ.get("OMP_NUM_THREADS", "default"), machine=str(C.machine()), date=time.strftime("%Y-%m-%d %H:%M"))
+    df.to_csv(out / "compare_sample.csv", index=False)
+    print(df.round(2).to_string(index=False))
+    print(f"the plan: ≈ {tot['wall_s'] / 60:.1f} min at this load (the plan's own estimate: {tot['est_s'] / 60:.1f} min + setup); "
+          f"≈ {tot['cpu_s'] / 60:.1f} min of CPU, what one idle core would take at {df.threads.iloc[0]} thread(s)")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="examples in the CSV (default 2000)")
     ap.add_argument("--strategies", default="standard")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--dry-run", action="store_true", help="print the plan's estimate only")
+    ap.add_argument("--sample", action="store_true", help="time one run per strategy (wall and CPU) and extrapolate the plan to idle cores")
     ap.add_argument("--out", default=str(C.RESULTS))
     a = ap.parse_args(argv)
     for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"): os.environ.setdefault(k, "1")
@@ -42,6 +82,7 @@ def main(argv=None):
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     csv = make_csv(out / f"compare_{a.n}.csv", a.n); run = out / "compare_run"
     cmd = [sys.executable, "-m", "ftlab.cli", "compare", "--file", str(csv), "--strategies", a.strategies, "--seeds", str(a.seeds), "--out", str(run)]
+    if a.sample: return sample(csv, a, out)
     dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, check=True).stdout
     print(dry)
     est = next((l for l in dry.splitlines() if l.startswith("ftlab compare:")), "")

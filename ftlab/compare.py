@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MEMBERS', 'TTT_K', 'REGISTRY', 'PRESETS', 'RUNS', 'Strategy', 'select_strategies', 'load_labelled', 'seed_split',
-           'with_target', 'load_unlabelled', 'Pool', 'make_pool', 'run_one', 'parse_duration', 'calibrate', 'run_cost',
-           'plan', 'time_budget', 'run_plan', 'long_rows', 'run_flops', 'add_flops', 'pareto_front', 'leaderboard',
-           'plot_tradeoff', 'display_table', 'write_outputs', 'compare_main', 'show_leaderboard']
+__all__ = ['MEMBERS', 'TTT_K', 'DA_LR', 'VAL_CLIP', 'REGISTRY', 'PRESETS', 'RUNS', 'Strategy', 'select_strategies',
+           'load_labelled', 'seed_split', 'with_target', 'load_unlabelled', 'Pool', 'make_pool', 'iw_accuracy',
+           'run_one', 'parse_duration', 'calibrate', 'run_steps', 'run_cost', 'plan', 'time_budget', 'run_plan',
+           'long_rows', 'run_flops', 'add_flops', 'pareto_front', 'leaderboard', 'plot_tradeoff', 'display_table',
+           'write_outputs', 'prepare', 'compare_main', 'show_leaderboard']
 
 # %% ../nbs/91_compare.ipynb #12c852f1
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Strategy:
 # %% ../nbs/91_compare.ipynb #3aeba828
 MEMBERS = 3   # members of the ensemble and the soups
 TTT_K = 8     # neighbours TTT-NN adapts on
+DA_LR = 1e-4  # the learning rate of the domain-adaptation strategies whose knob is a penalty weight or a clip
+VAL_CLIP = 20.0  # the largest importance weight of a validation row (chapter 60's `val_clip`)
 
 def _registry() -> dict:
     from ftlab.engine import by_profile
@@ -41,7 +44,7 @@ def _registry() -> dict:
     ft = lambda n, grid, what, ch="30_full_finetune": Strategy(n, "finetune", "lr", grid, ch, what)
     slow_lr = g((5e-5, 2e-4), (2e-5, 5e-5, 1e-4))
     head_lr = g((3e-3, 1e-2), (1e-3, 3e-3, 1e-2))
-    da = lambda n, what: Strategy(n, "domain", "lr", slow_lr, "60_domain_adaptation", what, needs="target")
+    da = lambda n, knob, grid, what: Strategy(n, "domain", knob, grid, "60_domain_adaptation", what, needs="target")
     return {s.name: s for s in [
         Strategy("majority", "baseline", "-", (None,), "-", "predict the most frequent training class"),
         Strategy("tfidf", "baseline", "C", g((1.0, 10.0), (0.3, 3.0, 30.0)), "-", "TF-IDF of words and bigrams + logistic regression"),
@@ -60,10 +63,11 @@ def _registry() -> dict:
         Strategy("soup", "members", "lr", slow_lr, "70_ensembles", "the same members' weights averaged (uniform soup): one model"),
         Strategy("greedy_soup", "members", "lr", slow_lr, "70_ensembles", "members added best first while validation accuracy does not drop"),
         Strategy("ttt_nn", "ttt", "lr", head_lr, "80_instance_based", f"the head, then per input one step on its {TTT_K} nearest training examples (restored after)"),
-        da("coral", "full fine-tuning + CORAL: source and target feature covariances aligned"),
-        da("mmd", "full fine-tuning + MMD between source and target features"),
-        da("dann", "full fine-tuning + a domain classifier behind gradient reversal (DANN)"),
-        da("dapt", "masked-LM steps on the target texts, then full fine-tuning"),
+        da("coral", "weight", g((10.0, 100.0), (10.0, 100.0, 1000.0)), f"full fine-tuning (rate {DA_LR:g}) + CORAL: source and target feature covariances aligned"),
+        da("mmd", "weight", g((0.1, 1.0), (0.1, 1.0, 10.0)), f"full fine-tuning (rate {DA_LR:g}) + MMD between source and target features"),
+        da("dann", "weight", g((0.3, 1.0), (0.1, 0.3, 1.0)), f"full fine-tuning (rate {DA_LR:g}) + a domain classifier behind gradient reversal (DANN)"),
+        da("reweight", "clip", g((2.0, 10.0), (2.0, 5.0, 10.0, 20.0)), f"full fine-tuning (rate {DA_LR:g}), each training example's loss × its importance weight p(T|x)/p(S|x), clipped"),
+        da("dapt", "lr", slow_lr, "masked-LM steps on the target texts, then full fine-tuning"),
     ]}
 
 REGISTRY = _registry()
@@ -175,6 +179,7 @@ class Pool:
     n_params: int = 0             # the encoder's parameters
     budget: dict = field(default_factory=dict)  # `--budget-by time`: {strategy: its optimizer steps}
     cache: dict = field(default_factory=dict)   # work shared between strategies (the members of the ensemble and soups)
+    callbacks: list = field(default_factory=list)  # given to every `fit` of a run (`run_plan`'s progress bar)
     def steps_of(self, name: str) -> int: return self.budget.get(name, self.steps)
 
 def make_pool(df, names, model: str = "encoder", max_length: int = 64, steps: int = 20, batch_size: int = 32,
@@ -245,7 +250,8 @@ def _scored(model, pool, sp, **extra) -> dict:
     return dict(preds={k: v[0] for k, v in out.items()}, infer_ms=out["test"][1], pred_s=time.perf_counter() - t, **extra)
 
 def _fit_kw(value, pool, name, seed) -> dict:
-    return dict(lr=value, max_steps=pool.steps_of(name), batch_size=pool.batch_size, seed=seed, progress=False, plot=False)
+    return dict(lr=value, max_steps=pool.steps_of(name), batch_size=pool.batch_size, seed=seed, progress=False, plot=False,
+                callbacks=list(pool.callbacks))
 
 def _encoder(pool, seed):
     "A fresh copy of the pool's encoder with a new classifier, initialised under `seed`."
@@ -319,7 +325,7 @@ def _tapt(name, value, pool, sp, seed):
     m, steps, train = _encoder(pool, seed), pool.steps_of(name), pool.ds.select(sp["train"])
     corpus = train.remove_columns("labels")
     if pool.unlabelled is not None: corpus = datasets.concatenate_datasets([corpus, pool.unlabelled.select_columns(corpus.column_names)])
-    d = dapt(m, corpus, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed)
+    d = dapt(m, corpus, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed, callbacks=list(pool.callbacks))
     r = STRATEGIES["full"](m, train, None, tokenizer=pool.tok, **_fit_kw(value, pool, name, seed))
     return _scored(r.model, pool, sp, params=n_trainable(r.model)[0], steps=d["head"].steps + d["mlm"].steps + r.steps)
 
@@ -339,17 +345,37 @@ def _ttt_nn(name, value, pool, sp, seed):
         preds[split] = r.pred.to_numpy()
     return dict(preds=preds, params=params, infer_ms=ms, steps=steps, pred_s=time.perf_counter() - t0)
 
+def _iw(pool, sp, seed) -> tuple:
+    "Importance weights of seed `seed`'s validation rows and their effective sample size, computed once per seed: chapter 60's `validation_weights` (a domain classifier on the frozen mean-pooled features of the training rows against the target rows, clipped at `VAL_CLIP`)."
+    if ("iw", seed) not in pool.cache:
+        from ftlab.domain import effective_sample_size, validation_weights
+        f = pool.feats["mean"]
+        w = validation_weights(f[sp["train"]], f[sp["target"]], f[sp["validation"]], clip=VAL_CLIP)
+        pool.cache[("iw", seed)] = (w, effective_sample_size(w))
+    return pool.cache[("iw", seed)]
+
+def iw_accuracy(correct,   # 1/0 per validation row: the prediction is right
+                w) -> float:  # the rows' importance weights (`_iw`)
+    "Importance-weighted validation accuracy $\\sum_i w_i c_i / \\sum_i w_i$: one minus chapter 60's `iw_error`, an estimate of the target accuracy from labelled source rows."
+    from ftlab.domain import iw_error
+    return 1.0 - iw_error(1 - np.asarray(correct, dtype=float), w)
+
 def _domain(name, value, pool, sp, seed):
-    "Chapter 60's domain adaptation through full fine-tuning, on the `--target` texts (never their labels): `adapt` ('coral', 'mmd', 'dann'), or `dapt` then fine-tuning ('dapt')."
-    from ftlab.domain import adapt, dapt
+    "Chapter 60's domain adaptation through full fine-tuning, on the `--target` texts (never their labels): `adapt` with penalty weight `value` ('coral', 'mmd', 'dann'), importance-weighted training clipped at `value` ('reweight'), or `dapt` then fine-tuning at rate `value` ('dapt')."
+    from ftlab.domain import adapt, dapt, importance_weights
     from ftlab.finetune import STRATEGIES, n_trainable
-    m, steps, kw = _encoder(pool, seed), pool.steps_of(name), _fit_kw(value, pool, name, seed)
-    train, tgt, extra = pool.ds.select(sp["train"]), pool.ds.select(sp["target"]).remove_columns("labels"), 0
+    m, steps, train, extra = _encoder(pool, seed), pool.steps_of(name), pool.ds.select(sp["train"]), 0
+    kw = _fit_kw(value if name == "dapt" else DA_LR, pool, name, seed)
+    tgt = pool.ds.select(sp["target"]).remove_columns("labels")
     if name == "dapt":
-        d = dapt(m, tgt, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed)
+        d = dapt(m, tgt, pool.tok, head_steps=max(1, steps // 4), steps=steps, batch_size=pool.batch_size, seed=seed, callbacks=list(pool.callbacks))
         r, extra = STRATEGIES["full"](m, train, None, tokenizer=pool.tok, **kw), d["head"].steps + d["mlm"].steps
-    else: r = adapt(name, m, train, tgt, tokenizer=pool.tok, strategy="full", **kw)
+    elif name == "reweight":   # cross-fitted weights of the training rows (chapter 60's `importance_weights`), clipped at `value`
+        f = pool.feats["mean"]; w = importance_weights(f[sp["train"]], f[sp["target"]], clip=value, seed=seed)
+        r = adapt("reweight", m, train.add_column("weight", w.astype(np.float32).tolist()), tokenizer=pool.tok, strategy="full", **kw)
+    else: r = adapt(name, m, train, tgt, tokenizer=pool.tok, strategy="full", weight=value, **kw)
     return _scored(r.model, pool, sp, params=n_trainable(r.model)[0], steps=r.steps + extra)
+
 
 # %% ../nbs/91_compare.ipynb #f01da096
 _RUNNERS = dict(baseline=_baseline, features=_on_features, finetune=_finetune, pretrain=_tapt, members=_members, ttt=_ttt_nn, domain=_domain)
@@ -370,6 +396,9 @@ def run_one(name: str,    # a strategy in `REGISTRY`
     peak = out.get("peak_mem_mb", mem.peak_mb)
     ev = {k: classification_metrics(p, y[sp[k]]) for k, p in out["preds"].items()}
     shift = dict(target_accuracy=ev["target"]["accuracy"], target_macro_f1=ev["target"]["macro_f1"]) if "target" in ev else {}
+    if "target" in ev:   # importance-weighted validation: the domain strategies choose their knob by it; every run reports it
+        w, ess = _iw(pool, sp, seed) if pool.feats is not None else (None, np.nan)
+        shift |= dict(iw_val_accuracy=np.nan if w is None else iw_accuracy(out["preds"]["validation"] == y[sp["validation"]], w), iw_ess=round(ess, 3))
     return dict(strategy=name, seed=seed, phase=phase, knob=s.knob, value=value, val_accuracy=ev["validation"]["accuracy"],
                 accuracy=ev["test"]["accuracy"], macro_f1=ev["test"]["macro_f1"], **shift, train_s=round(train_s, 3), steps=out["steps"],
                 trainable_params=int(out["params"]), peak_mem_mb=peak, infer_ms=round(out["infer_ms"], 4),
@@ -395,26 +424,36 @@ def calibrate(pool: Pool) -> dict:
     t = time.perf_counter(); fit(m, tr, None, max_steps=3, **kw); step_s = max((time.perf_counter() - t - one) / 2, 1e-3)
     return dict(load_s=load_s + max(one - step_s, 0.0), step_s=step_s)   # load_s: loading and setting up a run
 
+def run_steps(name: str, pool: Pool) -> int:
+    "Optimizer steps of one run of `name`, every phase and member counted (0: no gradient training): the plan's unit, the progress bar's, and the run's `steps`."
+    kind, steps = REGISTRY[name].kind, pool.steps_of(name)
+    if kind in ("baseline", "features"): return 0
+    if kind == "members": return MEMBERS * steps
+    if name in ("tapt", "dapt"): return max(1, steps // 4) + 2 * steps   # the masked-LM head's warm-up, the masked-LM steps, then fine-tuning
+    return steps
+
 def run_cost(name: str, pool: Pool, cal: dict, shared: bool = False) -> float:  # `shared`: the members are already trained (a second members strategy)
-    "Estimated seconds of one run of `name` (see `calibrate`)."
-    kind, steps, st = REGISTRY[name].kind, pool.steps_of(name), cal["step_s"]
+    "Estimated seconds of one run of `name`: its loads, its `run_steps` × the calibrated seconds per step (× its relative cost), and the prediction of its evaluated rows."
+    kind, st = REGISTRY[name].kind, cal["step_s"]
+    if kind in ("baseline", "features"): return 0.5 if kind == "features" or name == "majority" else 2.0   # scikit-learn on these sizes
+    if kind == "members" and shared: return 0.1
     n_eval = len(pool.df) - len(seed_split(pool.df, 0)["train"])            # validation, test and target rows, predicted after training
     pred = n_eval * st / pool.batch_size / 3                                 # a forward pass: about a third of a training step per example
-    if name in ("head", "ttt_nn"): return cal["load_s"] + 0.05 * steps * st + (0.005 * n_eval if name == "ttt_nn" else 0)  # a small module on the shared features
-    if kind == "finetune": return cal["load_s"] + steps * st + pred
-    if kind == "members": return 0.1 if shared else MEMBERS * (cal["load_s"] + steps * st) + (MEMBERS + 2) * pred
-    if kind in ("pretrain", "domain"): return cal["load_s"] + (2.25 if name in ("tapt", "dapt") else 2.0) * steps * st + pred  # masked-LM steps, or a target batch per step
-    return 0.5 if kind == "features" or name == "majority" else 2.0
+    if name in ("head", "ttt_nn"): return cal["load_s"] + 0.05 * run_steps(name, pool) * st + (0.005 * n_eval if name == "ttt_nn" else 0)  # a small module on the shared features
+    loads, preds = (MEMBERS, MEMBERS + 2) if kind == "members" else (1, 1)   # members: each member's predictions, then the soup's and the greedy soup's
+    weight = 2.0 if name in ("coral", "mmd", "dann") else 1.0               # a source and a target batch per step
+    return loads * cal["load_s"] + weight * run_steps(name, pool) * st + preds * pred
+
 
 # %% ../nbs/91_compare.ipynb #a9c26944
 def plan(strategies, seeds: int, pool: Pool, cal: dict, budget_s: float | None = None) -> tuple[pd.DataFrame, list]:
-    "The plan: one row per strategy with its runs and estimated seconds; and the strategies `budget_s` dropped."
+    "The plan, one row per strategy: its `runs`, optimizer `steps` per run, the steps it will train (`new_steps`; 0 where it shares members already trained) and its estimated seconds; and the strategies `budget_s` dropped."
     rows, paid = [], False
     for s in strategies:
-        n = len(REGISTRY[s].grid) + seeds - 1; members = REGISTRY[s].kind == "members"
-        rows.append(dict(strategy=s, runs=n, steps=pool.steps_of(s) if REGISTRY[s].kind not in ("baseline", "features") else 0,
-                         est_s=n * run_cost(s, pool, cal, shared=members and paid)))
-        paid |= members
+        n = len(REGISTRY[s].grid) + seeds - 1; shared = REGISTRY[s].kind == "members" and paid
+        rows.append(dict(strategy=s, runs=n, steps=run_steps(s, pool), new_steps=0 if shared else n * run_steps(s, pool),
+                         est_s=n * run_cost(s, pool, cal, shared=shared)))
+        paid |= REGISTRY[s].kind == "members"
     df = pd.DataFrame(rows); dropped = []
     if budget_s is not None:
         keep = (df.est_s.cumsum() <= budget_s).to_numpy()
@@ -451,7 +490,14 @@ def time_budget(strategies, pool: Pool, cal: dict, cap: float = 10.0) -> dict:  
 RUNS = "runs.csv"
 
 def _append(path: Path, row: dict):
-    line = pd.DataFrame([row]).to_csv(index=False, header=not path.exists() or path.stat().st_size == 0)
+    "Append `row` to the CSV `path` under its header (a column the file lacks: the file is rewritten with it, atomically, so runs from an older version stay readable)."
+    new = pd.DataFrame([row])
+    if path.exists() and path.stat().st_size:
+        head = pd.read_csv(path, nrows=0).columns.tolist()
+        if [c for c in new.columns if c not in head]:
+            tmp = path.with_suffix(".tmp"); pd.concat([pd.read_csv(path), new], ignore_index=True).to_csv(tmp, index=False); tmp.replace(path); return
+        line = new.reindex(columns=head).to_csv(index=False, header=False)
+    else: line = new.to_csv(index=False)
     with open(path, "a") as f: f.write(line); f.flush()
 
 def _done(path: Path, fingerprint: str) -> pd.DataFrame:
@@ -466,37 +512,63 @@ def _done(path: Path, fingerprint: str) -> pd.DataFrame:
 def _key(strategy, seed, value): return (strategy, int(seed), "none" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.6g}")
 
 # %% ../nbs/91_compare.ipynb #cab07e73
+def _ticks(bar):
+    "A `fit` callback moving the plan's progress bar one step per optimizer step of any fit inside a run, never past the run's planned steps (its `cap`)."
+    from ftlab.callbacks import Callback
+    class Ticks(Callback):
+        cap = seen = ticked = 0
+        def on_fit_start(self, state): self.seen = state.step
+        def on_step_end(self, state):
+            d, self.seen = state.step - self.seen, state.step
+            if (d := min(d, self.cap - bar.n)) > 0: bar.update(d); self.ticked += d
+    return Ticks()
+
 def run_plan(strategies, seeds: int, pool: Pool, out: Path, fingerprint: str = "",
-             resume: bool = False, log=print) -> pd.DataFrame:
+             resume: bool = False, log=None,
+             progress: bool = True) -> pd.DataFrame:  # one bar over the plan's optimizer steps (`plan`'s `new_steps`)
     "Run every strategy: its grid on seed 0 (validation chooses), then seeds 1… at the chosen value; one row per run, each appended to `out/RUNS`."
+    from tqdm.auto import tqdm
     path = Path(out)/RUNS
     done = {_key(r.strategy, r.seed, r.value): r._asdict() for r in _done(path, fingerprint).itertuples(index=False)} if resume else {}
-    if done: log(f"resuming: {len(done)} finished run(s) read from {path}")
-    rows, total, i = [], sum(len(REGISTRY[s].grid) + seeds - 1 for s in strategies), 0
+    counted = plan(strategies, seeds, pool, dict(load_s=0.0, step_s=0.0))[0].set_index("strategy")
+    per_run = (counted.new_steps / counted.runs).astype(int).to_dict()          # 0 for a strategy whose members are already trained
+    bar = tqdm(total=int(counted.new_steps.sum()), desc="compare", unit="step", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    say = log or (bar.write if progress else print)
+    if done: say(f"resuming: {len(done)} finished run(s) read from {path}")
+    ticks = _ticks(bar); pool.callbacks = [ticks]
+    rows, total, i = [], int(counted.runs.sum()), 0
     def one(s, v, seed, phase):
-        nonlocal i; i += 1
-        if (k := _key(s, seed, v)) in done: rows.append(done[k]); return done[k]
-        r = dict(run_one(s, v, pool, seed, phase), fingerprint=fingerprint); _append(path, r); rows.append(r)
-        knob = "" if v is None else f"{REGISTRY[s].knob}={v:g}"
-        log(f"[{i}/{total}] {s:>14s} {knob:>10s}  seed {seed}  val {r['val_accuracy']:.3f}  test {r['accuracy']:.3f}  {r['train_s']:.1f}s")
-        return r
-    shared = {}                                                     # kind -> the rate its first strategy chose (members share theirs)
-    for s in strategies:
-        tune = [one(s, v, 0, "tune") for v in REGISTRY[s].grid]
-        best = max(tune, key=lambda r: r["val_accuracy"])           # the first of equals: max keeps the earliest
-        if REGISTRY[s].kind == "members":
-            best = next((r for r in tune if _key(s, 0, r["value"]) == _key(s, 0, shared["members"])), best) if "members" in shared else best
-            shared.setdefault("members", best["value"])
-        for r in tune: r["chosen"] = r is best
-        for seed in range(1, seeds): one(s, best["value"], seed, "repeat")["chosen"] = True
-    return pd.DataFrame(rows)
+        nonlocal i; i += 1; ticks.cap = bar.n + per_run[s]
+        if (k := _key(s, seed, v)) in done: r = done[k]
+        else:
+            bar.set_postfix_str(f"run {i}/{total}: {s} seed {seed}", refresh=False)
+            r = dict(run_one(s, v, pool, seed, phase), fingerprint=fingerprint); _append(path, r)
+            knob = "" if v is None else f"{REGISTRY[s].knob}={v:g}"
+            iw = f"  iw-val {r['iw_val_accuracy']:.3f}" if REGISTRY[s].kind == "domain" else ""
+            say(f"[{i}/{total}] {s:>14s} {knob:>12s}  seed {seed}  val {r['val_accuracy']:.3f}{iw}  test {r['accuracy']:.3f}  {r['train_s']:.1f}s")
+        bar.update(ticks.cap - bar.n); rows.append(r); return r           # the run's planned steps, whatever its fits reported
+    try:
+        shared = {}                                                     # kind -> the rate its first strategy chose (members share theirs)
+        for s in strategies:
+            tune = [one(s, v, 0, "tune") for v in REGISTRY[s].grid]
+            crit = "iw_val_accuracy" if REGISTRY[s].kind == "domain" else "val_accuracy"   # no target label chooses anything
+            best = max(tune, key=lambda r: r[crit])                     # the first of equals: max keeps the earliest
+            if REGISTRY[s].kind == "members":
+                best = next((r for r in tune if _key(s, 0, r["value"]) == _key(s, 0, shared["members"])), best) if "members" in shared else best
+                shared.setdefault("members", best["value"])
+            for r in tune: r["chosen"] = r is best
+            for seed in range(1, seeds): one(s, best["value"], seed, "repeat")["chosen"] = True
+    finally: pool.callbacks = []; bar.close()
+    df = pd.DataFrame(rows); df.attrs["progress"] = dict(n=bar.n, total=bar.total, ticked=ticks.ticked)   # ticked: steps counted inside fits
+    return df
 
 # %% ../nbs/91_compare.ipynb #5b976810
 def long_rows(runs: pd.DataFrame, dataset: str, profile: str = "fast", target: str | None = None) -> pd.DataFrame:
     "The counted runs (one per strategy and seed) in the `ftlab.stats` long format: accuracy and macro-F1 rows (on `target` too), costs beside."
     from ftlab.stats import results_frame
     r = runs[runs.chosen.astype(bool)]
-    cost = [c for c in ("steps", "train_s", "trainable_params", "peak_mem_mb", "infer_ms", "train_flops", "infer_flops", "n_train", "n_test") if c in r]
+    cost = [c for c in ("steps", "train_s", "trainable_params", "peak_mem_mb", "infer_ms", "train_flops", "infer_flops", "n_train", "n_val", "n_test") if c in r]
+    if "iw_ess" in r: r = r.assign(iw_ess=[e if REGISTRY[m].kind == "domain" else np.nan for m, e in zip(r.strategy, r.iw_ess)]); cost.append("iw_ess")   # of the chooser's weights
     out = [dict(chapter="91_compare", method=x.strategy, dataset=dataset, metric=m, value=getattr(x, m), seed=int(x.seed),
                 profile=profile, tuned_knob=x.knob, tuned_value=x.value, **{c: getattr(x, c) for c in cost})
            for x in r.itertuples() for m in ("accuracy", "macro_f1")]
@@ -552,9 +624,10 @@ def leaderboard(rows: pd.DataFrame,       # `long_rows`
     d = evaluate_claims([claim(f"{best}>{m}", best, m, metric, expect="greater", profile=prof) for m in others], r, alpha=alpha) if others else pd.DataFrame()
     e = evaluate_claims([claim(f"{m}~{best}", m, best, metric, expect="equivalent", margin=margin, profile=prof) for m in others], r, alpha=alpha) if others else pd.DataFrame()
     dd = {x["b"]: x for x in d.to_dict("records")}; ee = {x["a"]: x for x in e.to_dict("records")}
-    cost = r.groupby("method")[[c for c in ("train_s", "trainable_params", "peak_mem_mb", "infer_ms", "steps", "train_flops", "infer_flops") if c in r]].mean()
+    cost = r.groupby("method")[[c for c in ("train_s", "trainable_params", "peak_mem_mb", "infer_ms", "steps", "train_flops", "infer_flops", "iw_ess", "n_val") if c in r]].mean()
     first = r.groupby("method").first()
-    chosen = {m: "-" if x.tuned_knob == "-" else f"{x.tuned_knob}={x.tuned_value:g}" for m, x in first.iterrows()}
+    chosen = {m: "-" if x.tuned_knob == "-" else f"{x.tuned_knob}={x.tuned_value:g}" + (" (IW)" if m in REGISTRY and REGISTRY[m].kind == "domain" else "")
+              for m, x in first.iterrows()}
     f1 = rows[rows.metric == "macro_f1"].groupby("method").value.mean()
     out = [dict(strategy=m, n_seeds=int(x.n), **{metric: x["mean"], "lo": x.lo, "hi": x.hi}, macro_f1=f1.get(m, np.nan),
                 gap_to_best=dd.get(m, {}).get("estimate", 0.0), p_holm=dd.get(m, {}).get("p_holm", np.nan),
@@ -587,7 +660,7 @@ def plot_tradeoff(lb: pd.DataFrame, title: str = ""):
 # %% ../nbs/91_compare.ipynb #2faeaf01
 _MD_COLS = dict(rank="#", strategy="strategy", ci="accuracy (95% CI)", gap="gap to best", p_holm="p (Holm)", tier="tier",
                 tuned="tuned", steps="steps", train_s="train s", train_flops="train FLOPs", trainable_params="trainable params",
-                peak_mem_mb="peak MB", infer_ms="infer ms/ex", infer_flops="infer FLOPs/ex", pareto="Pareto")
+                peak_mem_mb="peak MB", infer_ms="infer ms/ex", infer_flops="infer FLOPs/ex", iw_ess="IW ESS", pareto="Pareto")
 
 def display_table(lb: pd.DataFrame) -> pd.DataFrame:
     "The leaderboard formatted for reading: interval as `mean [lo, hi]`, gap and p rounded, costs with units."
@@ -602,6 +675,8 @@ def display_table(lb: pd.DataFrame) -> pd.DataFrame:
     g = lambda v: "" if pd.isna(v) else "0" if v == 0 else f"{v:.1e}"
     if "steps" in lb: t.insert(t.columns.get_loc("train_s"), "steps", lb.steps.map(lambda v: f(v, 0)))
     if "train_flops" in lb: t.insert(t.columns.get_loc("train_s") + 1, "train_flops", lb.train_flops.map(g)); t["infer_flops"] = lb.infer_flops.map(g)
+    if "iw_ess" in lb and lb.iw_ess.notna().any():   # the effective sample size of the weights that chose a domain strategy's knob, of n_val rows
+        t.insert(t.columns.get_loc("tuned") + 1, "iw_ess", [("" if pd.isna(e) else f"{e:.0f} of {v:.0f}") for e, v in zip(lb.iw_ess, lb.get("n_val", lb.iw_ess))])
     if "pareto" in lb: t["pareto"] = lb.pareto.map({True: "yes", False: ""})
     return t.rename(columns=_MD_COLS)
 
@@ -615,7 +690,10 @@ def _settings_text(meta: dict) -> str:
                f"Budget: equal training time, about {meta['steps']} optimizer steps of full fine-tuning (batch {meta['batch_size']}) here; "
                f"steps per strategy: {', '.join(f'{k} {v}' for k, v in meta['budget'].items())}. ")
             + (f"Task-adaptive pretraining also reads {meta['unlabelled']} unlabelled texts. " if meta.get("unlabelled") else "")
-            + ("The domain-adaptation strategies train on the target texts, never their labels (transductive). " if meta.get("da") else "")
+            + ("The domain-adaptation strategies train on the target texts, never their labels (transductive), and choose their knob "
+               f"(penalty weight, clip or rate; the others at rate {DA_LR:g}) by importance-weighted validation accuracy, marked (IW): the source "
+               f"validation rows weighted by p(T|x)/p(S|x) from a domain classifier on the frozen features (clipped at {VAL_CLIP:g}); "
+               "IW ESS is those weights' effective sample size, of the validation rows (mean over seeds). " if meta.get("da") else "")
             + f"Tuning: the grid value with the best validation "
             f"accuracy on seed 0. Statistics: mean ± 95% t interval over seeds; 'gap to best' and p from paired t tests over seeds, "
             f"Holm-corrected over the strategies; 'tied with the best': TOST equivalence within ±{meta['margin']:g} accuracy, Holm-corrected."
@@ -701,9 +779,9 @@ def _fingerprint(df, a, steps, max_length, unlabelled=None) -> str:
     h.update(json.dumps([a.model, steps, max_length, a.batch_size] + extra).encode()); return h.hexdigest()[:16]
 
 # %% ../nbs/91_compare.ipynb #cc193a5a
-def compare_main(argv=None) -> int:   # the arguments after `ftlab compare`
-    "`ftlab compare`: run the chosen strategies fairly on a file or bundled dataset; print the plan and leaderboard; write the outputs."
-    from ftlab.engine import by_profile, profile
+def prepare(argv=None) -> dict:   # the arguments after `ftlab compare`
+    "Everything before the first run: parse and check the arguments, load and validate the data, tokenize and embed once, calibrate, plan and print the plan; a dict of it all."
+    from ftlab.engine import by_profile
     a = _parser().parse_args(argv)
     strategies = select_strategies(a.strategies, target=bool(a.target)); _check_args(a)
     unlabelled = load_unlabelled(a.unlabelled, a.text_col) if a.unlabelled else None
@@ -718,19 +796,29 @@ def compare_main(argv=None) -> int:   # the arguments after `ftlab compare`
     max_length = a.max_length or ps["max_length"]
     n_train = len(seed_split(df, 0)["train"])
     steps = a.steps or max(1, math.ceil(n_train / a.batch_size) * ps["epochs"])
-    need_feats = any(REGISTRY[s].kind == "features" or s in ("head", "ttt_nn") for s in strategies)
-    pool = make_pool(df, names, a.model, max_length, steps, a.batch_size, need_feats, unlabelled)
+    need_feats = bool(a.target) or any(REGISTRY[s].kind == "features" or s in ("head", "ttt_nn") for s in strategies)   # --target: the importance weights read them
+    t = time.perf_counter(); pool = make_pool(df, names, a.model, max_length, steps, a.batch_size, need_feats, unlabelled)
     trained = any(REGISTRY[s].kind not in ("baseline", "features") for s in strategies)
-    cal = calibrate(pool) if trained else dict(load_s=0.0, step_s=0.0)
+    cal = calibrate(pool) if trained else dict(load_s=0.0, step_s=0.0); setup_s = time.perf_counter() - t
     if a.budget_by == "time" and trained:
         pool.budget = time_budget(strategies, pool, cal)
         print(f"--budget-by time: about {steps * cal['step_s']:.0f}s of training per run; steps: {', '.join(f'{k} {v}' for k, v in pool.budget.items())}")
     p, dropped = plan(strategies, a.seeds, pool, cal, parse_duration(a.budget) if a.budget else None)
     print(f"ftlab compare: {len(strategies)} strategies × {a.seeds} seeds on {source} ({len(df)} examples, {len(names)} classes), "
-          f"{steps} steps of batch {a.batch_size} each{' (or their time)' if a.budget_by == 'time' else ''}; plan: {p.runs.sum()} runs ≈ {p.est_s.sum() / 60:.1f} min here "
-          + (f"(calibrated: {cal['load_s']:.1f}s to load and set up a run, {cal['step_s']:.2f}s per step)" if cal["step_s"] else "(no fine-tuning: nothing to calibrate)"), flush=True)
+          f"{steps} steps of batch {a.batch_size} each{' (or their time)' if a.budget_by == 'time' else ''}; plan: {p.runs.sum()} runs, "
+          f"{p.new_steps.sum()} optimizer steps ≈ {p.est_s.sum() / 60:.1f} min here "
+          + (f"(calibrated: {cal['step_s']:.2f}s per step, {cal['load_s']:.1f}s to load and set up a run; " if cal["step_s"] else "(no fine-tuning: nothing to calibrate; ")
+          + f"{setup_s:.0f}s spent tokenizing, embedding and calibrating)", flush=True)
     if dropped: print(f"--budget {a.budget}: dropped {', '.join(dropped)} (≈ {sum(len(REGISTRY[s].grid) + a.seeds - 1 for s in dropped)} runs) to fit")
     if p.empty: raise ValueError(f"--budget {a.budget} leaves no strategy to run (the first, {strategies[0]}, needs ≈ {run_cost(strategies[0], pool, cal):.0f}s a run); raise it.")
+    return dict(a=a, strategies=strategies, unlabelled=unlabelled, df=df, names=names, source=source, target=target, max_length=max_length,
+                steps=steps, pool=pool, cal=cal, plan=p, dropped=dropped, setup_s=setup_s)
+
+def compare_main(argv=None) -> int:   # the arguments after `ftlab compare`
+    "`ftlab compare`: run the chosen strategies fairly on a file or bundled dataset; print the plan and leaderboard; write the outputs."
+    from ftlab.engine import profile
+    P = prepare(argv); a, p, pool, df, names, source, target, steps, max_length, unlabelled, dropped = (
+        P[k] for k in ("a", "plan", "pool", "df", "names", "source", "target", "steps", "max_length", "unlabelled", "dropped"))
     if a.dry_run: print(p.round(1).to_string(index=False)); return 0
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     runs = add_flops(run_plan(p.strategy.tolist(), a.seeds, pool, out, _fingerprint(df, a, steps, max_length, unlabelled), a.resume), pool)

@@ -109,6 +109,36 @@ def test_bad_arguments_say_what_to_do(csv, tmp_path):
     assert C.select_strategies("standard")[:4] == ["majority", "tfidf", "knn", "probe"] and set(C.select_strategies("all", target=True)) == set(C.REGISTRY)
 
 
+def test_default_plan_counts_its_runs_and_steps(tiny, tmp_path, capsys):
+    "The default plan on a 2,000-example CSV: standard preset (9 strategies without --target), 3 seeds, one epoch (44 steps of 32): its runs and steps counted."
+    p = tmp_path / "big.csv"; reviews(2000, seed=1).to_csv(p, index=False)
+    assert C.compare_main(["--file", str(p), "--model", tiny, "--max-length", "16", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "9 strategies × 3 seeds" in text and "2000 examples" in text and "44 steps of batch 32" in text, text
+    # runs: majority 1 + 2, the 8 others 2 grid values + 2; steps: head, lora, full, discriminative, gradual: 4 runs × 44
+    assert "plan: 35 runs, 880 optimizer steps ≈ " in text and "s per step" in text and "spent tokenizing, embedding and calibrating" in text, text
+    pool = C.Pool(reviews(90).assign(label=lambda d: (d.label == "pos").astype(int)), ["neg", "pos"], None, None, "encoder", steps=10, batch_size=16)
+    one, _ = C.plan(["full", "ensemble", "soup", "tapt", "dann"], 3, pool, dict(load_s=0.0, step_s=1.0))
+    assert one.steps.tolist() == [10, 30, 30, 2 + 20, 10] and one.new_steps.tolist() == [40, 120, 0, 88, 40]   # the soup reuses the ensemble's members
+    two, _ = C.plan(["full", "ensemble", "soup", "tapt", "dann"], 3, pool, dict(load_s=0.0, step_s=2.0))
+    trained = one.new_steps > 0
+    np.testing.assert_allclose(two.est_s[trained], 2 * one.est_s[trained])    # the estimate is counted work × the measured seconds per step
+
+
+def test_one_progress_bar_counts_the_plan_steps(csv, tiny, tmp_path, capsys):
+    "One bar over the whole run, in optimizer steps: it ticks inside the fits and ends exactly at the plan's count."
+    df, names, _ = C.load_labelled(csv)
+    pool = C.make_pool(df, names, tiny, 32, 3, 16)
+    strategies = ["majority", "head", "full", "ensemble", "soup", "tapt"]
+    counted, _ = C.plan(strategies, 2, pool, dict(load_s=0.0, step_s=1.0))
+    runs = C.run_plan(strategies, 2, pool, tmp_path)
+    prog = runs.attrs["progress"]
+    assert prog["total"] == counted.new_steps.sum() == 3 * 3 + 3 * 3 + 3 * 9 + 0 + 3 * (1 + 2 * 3) and prog["n"] == prog["total"], prog
+    assert 0 < prog["ticked"] <= prog["total"] and pool.callbacks == []        # steps seen inside the fits; the bar leaves nothing behind
+    err = capsys.readouterr().err
+    assert f"{prog['total']}/{prog['total']}" in err and err.count("compare:") >= 1, err[-500:]
+
+
 def test_budget_trims_the_plan_and_says_what_it_dropped(csv, tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert C.compare_main(_argv(csv, tiny, out, "--budget", "9.6s", "--dry-run", strategies="majority,tfidf,full,lora")) == 0
@@ -189,6 +219,31 @@ def test_target_enables_domain_adaptation(csv, tiny, tmp_path, monkeypatch):
     assert "dann" in C.select_strategies("standard", target=True) and "dann" not in C.select_strategies("standard")
     monkeypatch.setattr(C, "make_pool", lambda *a, **k: pytest.fail("compute started"))
     with pytest.raises(ValueError, match="give --target"): C.compare_main(_argv(csv, tiny, tmp_path / "o2", strategies="full,coral"))
+
+
+def test_importance_weighted_validation_chooses_the_domain_knobs(csv, tiny, tmp_path):
+    "With --target, the domain strategies choose their penalty weight or clip by importance-weighted validation accuracy (no target label); the ESS is reported."
+    from ftlab.domain import effective_sample_size, validation_weights
+    assert C.iw_accuracy([1, 0, 1], [2, 1, 1]) == pytest.approx(3 / 4) and effective_sample_size([2, 1, 1]) == pytest.approx(16 / 6)   # by hand
+    shifted = reviews(40, seed=3).assign(text=lambda d: d.text.str.replace("film", "phone"))
+    tp = tmp_path / "shifted.csv"; shifted.to_csv(tp, index=False)
+    out = tmp_path / "o"
+    assert C.compare_main(_argv(csv, tiny, out, "--target", str(tp), strategies="majority,coral,reweight")) == 0
+    runs = pd.read_csv(out / C.RUNS)
+    for s in ("coral", "reweight"):                                                # the chosen grid value: the best IW validation accuracy
+        tune = runs[(runs.strategy == s) & (runs.phase == "tune")]
+        assert tune.knob.eq("weight" if s == "coral" else "clip").all() and len(tune) == 2
+        assert runs[(runs.strategy == s) & (runs.seed > 0)].value.eq(tune.value.iloc[tune.iw_val_accuracy.to_numpy().argmax()]).all()
+    # by hand on seed 0: the majority class's validation rows, weighted as chapter 60 weights them
+    df, names, _ = C.load_labelled(csv); df, _ = C.with_target(df, names, str(tp))
+    f = C.make_pool(df, names, tiny, 32, 3, 16).feats["mean"].numpy(); sp = C.seed_split(df, 0); y = df.label.to_numpy()
+    w = validation_weights(f[sp["train"]], f[sp["target"]], f[sp["validation"]], clip=20.0)
+    right = y[sp["validation"]] == np.bincount(y[sp["train"]]).argmax()
+    row = runs[(runs.strategy == "majority") & (runs.seed == 0)].iloc[0]
+    assert row.iw_val_accuracy == pytest.approx((w * right).sum() / w.sum()) and row.iw_ess == pytest.approx(w.sum() ** 2 / (w ** 2).sum(), abs=1e-3)
+    md = (out / "leaderboard.md").read_text()
+    line = next(l for l in md.splitlines() if "| coral" in l)
+    assert "(IW)" in line and f"of {len(sp['validation'])}" in line and "IW ESS" in md and "importance-weighted validation" in md, md
 
 
 def test_budget_by_time_gives_each_strategy_its_steps(csv, tiny, tmp_path, capsys):
