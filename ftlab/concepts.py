@@ -143,8 +143,8 @@ def budget_finetune(model,                        # the model to train (e.g. `fr
                     lr: float = 1e-4,             # peak learning rate (linear schedule)
                     head_lr: float | None = None, # a separate rate for the task head (None: `lr` everywhere)
                     seed: int = 0,                # data order and dropout
-                    patience: int | None = None,  # with `eval_ds`: stop after this many epochs without a better accuracy, keep the best epoch's weights
-                    **fit_kw) -> FitResult:       # anything else `fit` takes (warmup, weight_decay, ...)
+                    patience: int | None = None,  # with `eval_ds`: stop after this many evaluations (each epoch, or every `eval_every` steps) without a better accuracy, keep the best one's weights
+                    **fit_kw) -> FitResult:       # anything else `fit` takes (warmup, weight_decay, eval_every, ...)
     "A strategy: fine-tune all of `model` for `max(min_steps, epochs · len(train_ds) / batch_size)` steps with `fit` (early-stopped on `eval_ds` with `patience`)."
     steps = max(min_steps, math.ceil(epochs * len(train_ds) / batch_size))
     kw = dict(progress=False, plot=False) | fit_kw
