@@ -7,7 +7,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/self_supervised.html.md"""
 # %% auto #0
 __all__ = ['maskable_positions', 'continuation_pieces', 'word_ids_from_pieces', 'mask_tokens', 'MaskingCollator', 'tied_mlm_head',
            'hidden_states', 'mlm_loss', 'fixed_masks', 'heldout_mlm_loss', 'pseudo_perplexity', 'fill_mask',
-           'continue_pretraining', 'task_plus_mlm']
+           'continue_pretraining', 'task_plus_mlm', 'weight_drift']
 
 # %% ../nbs/40_self_supervised.ipynb #a53d5522
 import copy, math, warnings
@@ -229,3 +229,16 @@ def task_plus_mlm(lam: float = 0.0,          # weight λ of the masked-LM term (
         mlm = mlm_loss(model, h, state.batches[stream])
         return combined_loss(task, mlm, lam), dict(task_loss=task.detach(), mlm_loss=mlm.detach())
     return loss_fn
+
+# %% ../nbs/40_self_supervised.ipynb #66c98517
+@torch.no_grad()
+def weight_drift(state: dict,          # a `state_dict` after continued pretraining (or any training)
+                 reference: dict,      # the `state_dict` it started from
+                 prefix: str = "",     # only the entries whose name starts with this (e.g. 'bert.')
+                 ) -> dict:
+    "How far `state` moved from `reference`: the L2 distance over the matching floating-point tensors, and that over the reference's norm."
+    keys = [k for k, v in reference.items() if k.startswith(prefix) and k in state and v.is_floating_point()]
+    if not keys: raise ValueError(f"weight_drift: no floating-point entry of the reference starts with {prefix!r}.")
+    d2 = sum(float(((state[k].float() - reference[k].float()) ** 2).sum()) for k in keys)
+    r2 = sum(float((reference[k].float() ** 2).sum()) for k in keys)
+    return dict(distance=math.sqrt(d2), relative=math.sqrt(d2 / r2) if r2 else float("inf"), tensors=len(keys))

@@ -10,7 +10,7 @@ from ftlab.engine import Collator, Stream, fit
 from ftlab.losses import masked_lm_loss
 from ftlab.mlm import (MaskingCollator, continuation_pieces, fill_mask, fixed_masks, heldout_mlm_loss, mask_tokens,
                        maskable_positions, mlm_loss, pseudo_perplexity, task_plus_mlm, tied_mlm_head, word_ids_from_pieces,
-                       continue_pretraining)
+                       continue_pretraining, weight_drift)
 
 SENTENCES = ["the flu vaccine is now available at your local pharmacy.", "i can't believe how long the line was",
              "unbelievable tokenization of antidisestablishmentarianism", "ok", "",
@@ -190,3 +190,17 @@ def test_task_plus_mlm(tiny, tok, rows):
     with pytest.raises(ValueError, match="no stream"):
         fit(m, task, loss_fn=task_plus_mlm(0.5), frozen={"mlm_head": head}, max_steps=1, batch_size=4, progress=False, plot=False,
             tokenizer=tok)
+
+
+def test_weight_drift(tiny, tok, rows):
+    from datasets import Dataset
+    m, head = tiny
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    d0 = weight_drift(m.state_dict(), before, prefix="bert.")
+    assert d0["distance"] == 0.0 and d0["relative"] == 0.0 and d0["tensors"] > 0
+    continue_pretraining(m, head, Dataset.from_list(rows), tok, steps=2, batch_size=4, lr=1e-3)
+    small = {k: v.clone() for k, v in m.state_dict().items()}
+    d1 = weight_drift(small, before, prefix="bert.")
+    assert d1["distance"] > 0 and 0 < d1["relative"] < 1
+    assert weight_drift(small, before)["tensors"] > d1["tensors"]                      # the classifier too, without a prefix
+    with pytest.raises(ValueError, match="no floating-point"): weight_drift(small, before, prefix="nothing.")
