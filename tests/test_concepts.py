@@ -200,7 +200,9 @@ def test_recorded_probe_beats_tfidf_and_fine_tuning_overtakes_it(recorded_curve)
     pt = gaps(rc, "linear probe", "TF-IDF + LR").set_index("budget")
     assert (pt.loc[[32, 64, 128, 256, 512, 1024], "ci_lo"] > 0).all(), pt  # "the probe beats the bag of n-grams"
     ft = gaps(rc, "pretrained", "linear probe").set_index("budget")
-    assert (ft.loc[[32, 64, 128], "ci_hi"] < 0).all(), ft                # the probe ahead on few labels
+    # with the small budgets trained properly (>= 60 steps, 10 seeds) fine-tuning catches up with the probe: the probe
+    # is not significantly ahead at any small budget (the previous, under-trained recipe left it ahead at 32-128)
+    assert (ft.loc[[32, 64, 128], "ci_hi"] > 0).all(), ft
     assert (ft.loc[[512, 1024], "ci_lo"] > 0).all(), ft                  # fine-tuning ahead from 512
 
 
