@@ -1,4 +1,4 @@
-"""Seeds, confidence intervals, paired tests and recorded runs: how every chapter of the book says how sure it is of a number.
+"""Seeds, confidence intervals, paired tests, one results schema and `record`: how every chapter of the book says how sure it is of a number. `ftlab.stats` also answers for its two rooms, the claims ledger (`ftlab.claims`) and recorded runs (`ftlab.recording`).
 
 Docs: https://ftlab.github.io/ftlab/nbs/stats.html.md"""
 
@@ -6,10 +6,9 @@ Docs: https://ftlab.github.io/ftlab/nbs/stats.html.md"""
 
 # %% ../nbs/02_stats.ipynb #844f69f7
 from __future__ import annotations
-import hashlib, json, os, platform, re, sys, tempfile, time
+import hashlib, json, os, re, sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -18,14 +17,10 @@ import pandas as pd
 from scipy import stats as sps
 
 # %% auto #0
-__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'EXAMPLE_COLUMNS', 'RECORD_CMD', 'NEUTRAL_COLUMNS',
-           'EXPECTS', 'VERDICTS', 'MIN_SEEDS', 'MIN_EXAMPLES', 'CLAIM_COLUMNS', 'CLAIMS_CSV', 'Interval', 'mean_ci',
+__all__ = ['GROUPS', 'REQUIRED', 'OPTIONAL', 'PROVENANCE', 'SCHEMA', 'EXAMPLE_COLUMNS', 'RECORD_CMD', 'Interval', 'mean_ci',
            'over_seeds', 'summarize', 'bootstrap_ci', 'Comparison', 'paired_bootstrap', 'mcnemar', 'paired_seeds',
            'results_frame', 'table', 'code_hash', 'lib_hash', 'library_versions', 'record', 'record_examples',
-           'machine', 'record_notebook', 'load_recorded', 'check_fresh', 'show_recorded', 'neutral_changes',
-           'mark_neutral', 'main_record', 'Claim', 'claim', 'claims', 'ChapterClaims', 'holm', 'hierarchical_bootstrap',
-           'evaluate_claims', 'declared_claims', 'load_claims', 'update_claims', 'claim_line', 'show_claims',
-           'book_table', 'plot_claims', 'verdict_counts', 'claims_main', 'check_prose']
+           'load_recorded']
 
 # %% ../nbs/02_stats.ipynb #47f75ca4
 class Interval(NamedTuple):
@@ -277,7 +272,9 @@ def _ftlab_modules(notebook) -> list[str]:
     while todo:
         m = todo.pop()
         if m in seen or not (pkg / f"{m}.py").exists(): continue
-        seen.add(m); todo |= set(re.findall(r"^\s*from\s+(?:\.|ftlab\.)(\w+)\s+import", (pkg / f"{m}.py").read_text(), re.M))
+        seen.add(m); text = (pkg / f"{m}.py").read_text()
+        todo |= set(re.findall(r"^\s*from\s+(?:\.|ftlab\.)(\w+)\s+import", text, re.M))
+        todo |= {n.split()[0] for g in re.findall(r"^\s*from\s+(?:\.|ftlab)\s+import\s+\(?([\w\s,]+)", text, re.M) for n in g.split(",") if n.strip()}   # `from . import models`
     return sorted(seen)
 
 def lib_hash(notebook, length: int = 12) -> str:   # the chapter's notebook; hex digits kept
@@ -340,124 +337,9 @@ def record_examples(scores,              # a DataFrame with `EXAMPLE_COLUMNS`, o
         df.to_csv(path, mode="a", header=not path.exists(), index=False)
     return df
 
-# %% ../nbs/02_stats.ipynb #0192010e
+# %% ../nbs/02_stats.ipynb #b92d0169
 RECORD_CMD = "python -m ftlab.stats record"  # the command that makes results/<notebook>.csv
 
-def machine() -> str:
-    "This machine without its hostname: CPU count and model, torch version, device."
-    cpu = platform.processor() or platform.machine()
-    try: cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration): pass
-    try:
-        import torch
-        dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-        return f"{os.cpu_count()} CPUs: {cpu}; torch {torch.__version__}; device {dev}"
-    except ImportError: return f"{os.cpu_count()} CPUs: {cpu}; no torch; device cpu"
-
-_DIRECTIVE = re.compile(r"^\s*#\s*\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
-
-def _skipped(src: str, flags) -> bool:
-    "Whether nbdev-test skips a code cell: one of `flags` or `eval: false` among its leading `#|` directives."
-    for line in src.splitlines():
-        if not line.strip(): continue
-        if not (m := _DIRECTIVE.match(line)): return False
-        if m.group(1).lower() in flags or (m.group(1).lower() == "eval" and m.group(2).lower() == "false"): return True
-    return False
-
-def _skip_flags(start: Path) -> list[str]:
-    "pyproject's [tool.nbdev] tst_flags, from the nearest pyproject.toml above `start`."
-    try: import tomllib
-    except ImportError: return ["notest", "gpu", "slow"]  # Python 3.10
-    for d in [start, *start.parents]:
-        if (d / "pyproject.toml").exists():
-            try: return tomllib.loads((d / "pyproject.toml").read_text())["tool"]["nbdev"]["tst_flags"].split()
-            except (KeyError, tomllib.TOMLDecodeError): break
-    return ["notest", "gpu", "slow"]
-
-@contextmanager
-def _environ(**env):
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-# %% ../nbs/02_stats.ipynb #1d2308f9
-def _run_notebook(path: Path, profile: str, results_dir: Path, timeout: int) -> float:
-    "Execute an in-memory copy of `path` (skipped cells blanked) in a fresh kernel; return the wall time."
-    import nbformat
-    from nbclient import NotebookClient
-    nb = nbformat.read(path, as_version=4); flags = _skip_flags(path.parent)
-    for c in nb.cells:
-        if c.cell_type == "code" and _skipped(c.source, flags): c.source = ""
-    t = time.perf_counter()
-    with _environ(FTLAB_PROFILE=profile, FTLAB_RESULTS_DIR=str(results_dir)):
-        try: NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                                 resources={"metadata": {"path": str(path.parent)}}).execute()
-        except Exception as e:
-            msg = str(e).strip().splitlines()
-            raise RuntimeError(f"{path.name} failed in the {profile} profile: {msg[-1] if msg else type(e).__name__}") from e
-    return time.perf_counter() - t
-
-def _precision() -> str:
-    "The precision `fit` trains in here (see `ftlab.engine.resolve_precision`)."
-    from ftlab.engine import resolve_precision
-    return resolve_precision()
-
-def _check_notebook(path: Path, given) -> None:
-    "Refuse what is not a Jupyter notebook (a directory, another suffix, not JSON, no cells) in one line that says what to pass."
-    import nbformat
-    hint = "Pass a chapter's notebook, e.g. nbs/30_full_finetune.ipynb."
-    if path.is_dir(): raise ValueError(f"record_notebook: {given} is a directory, not a notebook. {hint}")
-    if path.suffix != ".ipynb": raise ValueError(f"record_notebook: {given} is not a notebook (.ipynb), it is a {path.suffix or 'file without suffix'}. {hint}")
-    try: nb = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError: raise ValueError(f"record_notebook: {given} is not a notebook: it is not UTF-8 text. {hint}") from None
-    except ValueError as e: raise ValueError(f"record_notebook: {given} is not a notebook: it is not valid JSON ({e}). {hint}") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or not isinstance(nb.get("nbformat"), int):
-        raise ValueError(f"record_notebook: {given} is not a notebook: its JSON has no {'list of cells' if not isinstance(nb, dict) or not isinstance(nb.get('cells'), list) else 'nbformat version'}. {hint}")
-    try: nbformat.validate(nbformat.reads(json.dumps(nb), as_version=4))
-    except Exception as e:
-        raise ValueError(f"record_notebook: {given} is not a valid notebook ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}). {hint}") from None
-
-def record_notebook(notebook,                  # the chapter's notebook, e.g. 'nbs/30_full_finetune.ipynb'
-                    profile: str = "medium",   # the profile to record
-                    also_fast: bool = True,    # also record the fast profile (what CI reproduces)
-                    out_dir="results",         # where `<notebook>.csv` is written (replaced)
-                    timeout: int = 3600):      # seconds allowed per cell
-    "Run `notebook` in `profile` (and fast) in fresh kernels; write every `record`ed row with provenance to `out_dir/<notebook>.csv`."
-    path = Path(notebook).resolve()
-    if not path.exists(): raise FileNotFoundError(f"record_notebook: no notebook at {notebook}.")
-    _check_notebook(path, notebook)
-    profiles = [profile] + (["fast"] if also_fast and profile != "fast" else [])
-    shown = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    command = f"{RECORD_CMD} {shown} --profile {profile}" + ("" if also_fast else " --no-fast")
-    frames, examples, before = [], [], path.read_bytes()
-    for p in profiles:
-        with tempfile.TemporaryDirectory() as tmp:
-            wall = _run_notebook(path, p, Path(tmp), timeout)
-            csvs = sorted(c for c in Path(tmp).glob("*.csv") if not c.name.endswith(".examples.csv"))
-            if not csvs: raise ValueError(f"{path.name} ran in the {p} profile but called `record` nowhere: nothing to write. "
-                                          f"Record a chapter whose experiments call ftlab.stats.record (nbs/10_* to nbs/80_*).")
-            df = results_frame(pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True))
-            examples += [pd.read_csv(c) for c in sorted(Path(tmp).glob("*.examples.csv"))]
-        df = df.assign(profile=p, code_hash=code_hash(path), command=command, machine=machine(),
-                       precision=_precision(),
-                       date=datetime.now(timezone.utc).isoformat(timespec="seconds"), wall_s=round(wall, 1),
-                       lib_hash=lib_hash(path), versions=library_versions())
-        frames.append(df)
-    assert path.read_bytes() == before, f"{path} changed while it was recorded"
-    out = Path(out_dir) / f"{path.stem}.csv"; out.parent.mkdir(parents=True, exist_ok=True)
-    df = pd.concat(frames, ignore_index=True); df.to_csv(out, index=False)
-    ex = out.with_name(f"{path.stem}.examples.csv.gz")
-    if examples: pd.concat(examples, ignore_index=True).to_csv(ex, index=False)   # per-example scores, for the ledger
-    else: ex.unlink(missing_ok=True)
-    _forget_neutral(path.stem, out_dir)    # changes marked neutral were relative to the recording this one replaces
-    if _declares_claims(path): update_claims(path, out_dir)   # the ledger follows the recording
-    return df
-
-# %% ../nbs/02_stats.ipynb #69696055
 def _results_dir(results_dir=None) -> Path:
     if results_dir is not None: return Path(results_dir)
     return next((d / "results" for d in _repo_roots() if (d / "results").is_dir()), Path("results"))
@@ -472,491 +354,22 @@ def load_recorded(chapter: str,       # the chapter's notebook name without .ipy
                                 f"Record them with `{RECORD_CMD} nbs/{chapter}.ipynb --profile medium`.")
     return pd.read_csv(path)
 
-def check_fresh(chapter: str,         # the chapter's notebook name without .ipynb
-                results_dir=None,     # default: the `results/` folder of the checkout
-                notebook=None):       # the chapter's notebook; default: found by name
-    "(is_fresh, message): whether `chapter`'s recorded results were made by the notebook's current code, or by code that reaches it through changes shown numerically neutral (`mark_neutral`); library changes are reported, not failed."
-    try: df = load_recorded(chapter, results_dir)
-    except FileNotFoundError as e: return False, str(e)
-    nb = Path(notebook) if notebook else _find_notebook(chapter)
-    cmd = df.command.dropna().iloc[0] if df.command.notna().any() else f"{RECORD_CMD} nbs/{chapter}.ipynb --profile medium"
-    if nb is None or not nb.exists(): return False, f"{chapter}: cannot find the notebook {chapter}.ipynb to compare with the recording."
-    now, old = code_hash(nb), sorted(set(df.code_hash.dropna().astype(str)))
-    if old == [now]:
-        libs = sorted(set(df.lib_hash.dropna().astype(str))) if "lib_hash" in df else []
-        lib_now = lib_hash(nb)
-        note = ("" if not libs else "; the ftlab modules it uses are unchanged" if libs == [lib_now] else
-                f"; the ftlab modules it uses changed since (lib hash {', '.join(libs)} → {lib_now}): CI's fast rows "
-                f"(tests/test_recorded.py) show whether the numbers moved")
-        return True, f"Fresh: recorded from the notebook's current code (hash {now}){note}"
-    if old and (chain := _neutral_chain(old, now, neutral_changes(chapter, results_dir))):
-        last = chain[-1]
-        return True, (f"Fresh: recorded from code hash {', '.join(old)}; the code changed since (now {now}) in "
-                      f"{len(chain)} change{'s' * (len(chain) > 1)} shown numerically neutral, the last on {last['date'][:10]}: {last['evidence']}")
-    return False, f"STALE: recorded from code hash {', '.join(old) or 'none'}, the notebook's code is now {now}; re-record with `{cmd}`"
 
-def show_recorded(chapter: str,           # the chapter's notebook name without .ipynb
-                  profile: str = "medium",# which recorded profile to show
-                  results_dir=None,       # default: the `results/` folder of the checkout
-                  notebook=None):         # the chapter's notebook; default: found by name
-    "Show `chapter`'s recorded results in `profile` as a `table`, with one line of provenance and freshness."
-    try: df = load_recorded(chapter, results_dir)
-    except FileNotFoundError as e: return print(e)
-    sub = df[df.profile == profile]
-    if sub.empty:
-        return print(f"{chapter}'s recorded results have no {profile}-profile rows (they have {sorted(df.profile.dropna().unique())}); "
-                     f"record them with `{RECORD_CMD} nbs/{chapter}.ipynb --profile {profile}`.")
-    r, (_, fresh) = sub.iloc[0], check_fresh(chapter, results_dir, notebook)
-    print(f"Recorded by `{r.command}` on {r.date} ({r.machine}; precision {r.precision}; {r.wall_s:.0f} s wall). {fresh}")
-    t = table(sub)
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None: return display(t)
-    except ImportError: pass
-    print(t.to_string())
+# %% ../nbs/02_stats.ipynb #6bf97886
+_ROOMS = ("claims", "recording")   # the modules whose names `ftlab.stats` also answers for
 
-# %% ../nbs/02_stats.ipynb #43cbb93a
-NEUTRAL_COLUMNS = ("chapter", "from_hash", "to_hash", "date", "evidence")
-
-def neutral_changes(chapter: str,       # the chapter's notebook name without .ipynb
-                    results_dir=None):  # default: the `results/` folder of the checkout
-    "The code changes of `chapter` shown numerically neutral (`results/neutral_changes.csv`), oldest first."
-    path = _results_dir(results_dir) / "neutral_changes.csv"
-    if not path.exists(): return pd.DataFrame(columns=NEUTRAL_COLUMNS)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return df[df.chapter == chapter].reset_index(drop=True)
-
-def _neutral_chain(old, now: str, changes: pd.DataFrame) -> list[dict] | None:
-    "The neutral changes leading from one of the recorded hashes `old` to `now`, in order; None if there is no such chain."
-    reach, todo = {h: [] for h in old}, list(old)
-    while todo:
-        h = todo.pop(0)
-        for r in changes[changes.from_hash == h].to_dict("records"):
-            if r["to_hash"] not in reach: reach[r["to_hash"]] = reach[h] + [r]; todo.append(r["to_hash"])
-    return reach.get(now) or None
-
-def mark_neutral(chapter: str,       # the chapter's notebook name without .ipynb
-                 from_hash: str,     # the code hash the change starts from (the recording's, or a change's `to_hash`)
-                 to_hash: str,       # the notebook's code hash after the change
-                 evidence: str,      # how it was shown neutral (what reproduced what, within which tolerance)
-                 results_dir=None) -> Path:
-    "Append one numerically neutral code change of `chapter` to `results/neutral_changes.csv`; the file's path."
-    if not all(re.fullmatch(r"[0-9a-f]{6,64}", h or "") for h in (from_hash, to_hash)) or from_hash == to_hash:
-        raise ValueError(f"mark_neutral: from_hash and to_hash must be two different hex code hashes, got {from_hash!r} and {to_hash!r}.")
-    if not evidence.strip(): raise ValueError("mark_neutral: say how the change was shown neutral (evidence is empty).")
-    path = _results_dir(results_dir) / "neutral_changes.csv"; path.parent.mkdir(parents=True, exist_ok=True)
-    row = pd.DataFrame([dict(chapter=chapter, from_hash=from_hash, to_hash=to_hash,
-                             date=datetime.now(timezone.utc).isoformat(timespec="seconds"), evidence=evidence.strip())])
-    row.to_csv(path, mode="a", header=not path.exists(), index=False)
-    return path
-
-def _forget_neutral(chapter: str, results_dir) -> None:
-    "Drop `chapter`'s lines from `results/neutral_changes.csv` (a new recording replaces the one they started from)."
-    path = Path(results_dir) / "neutral_changes.csv"
-    if not path.exists(): return
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if (df.chapter == chapter).any(): df[df.chapter != chapter].to_csv(path, index=False)
-
-# %% ../nbs/02_stats.ipynb #db02b863
-def main_record(argv=None) -> int:  # command-line arguments (default `sys.argv[1:]`); a leading 'record' is ignored
-    "The `record` command: `record NOTEBOOK [--profile medium] [--no-fast] [--out results] [--timeout S]`."
-    import argparse
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["record"]: argv = argv[1:]
-    ap = argparse.ArgumentParser(prog=RECORD_CMD, description="Run a chapter's experiments in a profile (and fast) in fresh "
-                                 "kernels and write results/<notebook>.csv with provenance.")
-    ap.add_argument("notebook", help="the chapter's notebook, e.g. nbs/30_full_finetune.ipynb")
-    ap.add_argument("--profile", default="medium", choices=("fast", "medium", "full"), help="the profile to record (default medium)")
-    ap.add_argument("--no-fast", action="store_true", help="do not also record the fast profile")
-    ap.add_argument("--out", default="results", help="output folder (default results)")
-    ap.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell (default 3600)")
-    a = ap.parse_args(argv)
-    df = record_notebook(a.notebook, a.profile, not a.no_fast, a.out, a.timeout)
-    for p, g in df.groupby("profile", sort=False): print(f"{p}: {len(g)} rows in {g.wall_s.iloc[0]:.0f} s")
-    print(f"wrote {Path(a.out) / (Path(a.notebook).stem + '.csv')}\n{table(df[df.profile == a.profile]).to_string()}")
-    if len(led := (book := load_claims(a.out))[book.chapter == Path(a.notebook).stem]):
-        print(f"\nclaims, judged on this recording (written to {Path(a.out) / CLAIMS_CSV}):"); print(book_table(led).to_string(index=False))
-    return 0
-
-# %% ../nbs/02_stats.ipynb #404b49fa
-EXPECTS = ("greater", "less", "equivalent")
-VERDICTS = ("shown", "not shown", "contradicted", "equivalent", "undetermined")
-MIN_SEEDS = 3       # fewer distinct seeds: no interval worth the name, the claim is undetermined
-MIN_EXAMPLES = 30   # fewer test examples per seed: the hierarchical bootstrap is not trusted
-
-@dataclass(frozen=True)
-class Claim:
-    "A headline claim as data (see `claim`): `a` versus `b` on `metric`, `expect`ed direction or equivalence `margin`."
-    name: str
-    a: str
-    b: str | float
-    metric: str
-    dataset: str | None = None
-    expect: str = "greater"
-    margin: float = 0.0
-    anchor: str = ""
-    text: str = ""
-    profile: str = "medium"
-    where: tuple = ()
-    def describe(self) -> str:
-        op = {"greater": ">", "less": "<", "equivalent": "≈"}[self.expect]
-        on = f" on {self.dataset}" if self.dataset else ""
-        return f"{self.a} {op} {self.b}" + (f" (±{self.margin:g})" if self.expect == "equivalent" else "") + f": {self.metric}{on}"
-
-# %% ../nbs/02_stats.ipynb #890e9e22
-def claim(name: str,                 # short id, unique in the chapter, e.g. 'lora~full'
-          a: str,                    # method A: a value of the rows' `method` column
-          b,                         # method B, or a number: a fixed baseline (a majority rate, a threshold)
-          metric: str,               # a value of the `metric` column
-          dataset: str | None = None,# a value of the `dataset` column; None when the metric has one dataset
-          expect: str = "greater",   # 'greater' (A > B), 'less' (A < B) or 'equivalent' (|A − B| < `margin`)
-          margin: float = 0.0,       # the equivalence margin in the metric's units, stated before the run
-          anchor: str = "",          # the published figure the claim echoes: citation and number
-          text: str = "",            # the claim in words, for the book's table
-          profile: str = "medium",   # the recorded profile it is judged on
-          **where) -> Claim:         # more filters on the rows' columns, e.g. `k=16`
-    "A chapter's headline claim as data, judged on recorded rows by `evaluate_claims`."
-    if not isinstance(name, str) or not name.strip(): raise ValueError(f"claim needs a non-empty name, got {name!r}.")
-    if expect not in EXPECTS: raise ValueError(f"claim {name!r}: expect must be one of {EXPECTS}, got {expect!r}.")
-    if expect == "equivalent" and not (isinstance(margin, (int, float)) and margin > 0):
-        raise ValueError(f"claim {name!r}: an equivalence claim needs a margin > 0 stated in advance, got {margin!r}.")
-    if not isinstance(b, str):
-        try: b = float(b)
-        except (TypeError, ValueError): raise ValueError(f"claim {name!r}: b must be a method name or a number, got {b!r}.") from None
-        if not np.isfinite(b): raise ValueError(f"claim {name!r}: a fixed baseline b must be finite, got {b}.")
-    if a == b: raise ValueError(f"claim {name!r}: A and B are both {a!r}; a claim compares two different things.")
-    return Claim(name.strip(), a, b, metric, dataset, expect, float(margin), anchor, text, profile, tuple(sorted(where.items())))
-
-def claims(chapter: str,   # the chapter's notebook name without .ipynb, e.g. '30_full_finetune'
-           *cs: Claim):    # its headline claims
-    "The chapter's claims, checked for unique names; `update_claims` finds them in a notebook cell `CLAIMS = claims(...)`."
-    if not cs: raise ValueError(f"claims({chapter!r}) got no claims.")
-    if bad := [c for c in cs if not isinstance(c, Claim)]: raise TypeError(f"claims({chapter!r}) takes claim(...) values, got {bad[:1]!r}.")
-    if dup := sorted({c.name for c in cs if [x.name for x in cs].count(c.name) > 1}):
-        raise ValueError(f"claims({chapter!r}): the name(s) {dup} are used twice; each claim needs its own name.")
-    out = ChapterClaims(cs); out.chapter = chapter
-    return out
-
-class ChapterClaims(list):
-    "A chapter's claims (a list of `Claim`), with the chapter's name in `.chapter`."
-    chapter: str = ""
-
-# %% ../nbs/02_stats.ipynb #ecb3310f
-def holm(pvalues) -> np.ndarray:  # p-values of one family of tests; NaN ones are left out and stay NaN
-    "Holm's step-down adjusted p-values: the i-th smallest of k becomes max over j ≤ i of min(1, (k − j + 1)·p_(j))."
-    p = np.asarray(pvalues, dtype=float); out = np.full(p.shape, np.nan); ok = ~np.isnan(p)
-    q = p[ok]; order = np.argsort(q, kind="stable"); k = q.size
-    adj = np.minimum(1.0, np.maximum.accumulate((k - np.arange(k)) * q[order]))
-    tmp = np.empty(k); tmp[order] = adj; out[ok] = tmp
-    return out
-
-def _t_test(d, margin: float = 0.0, confidence: float = 0.95) -> dict:
-    "Mean of the per-seed gaps `d`, its t interval, the two-sided p of 'no gap' and the TOST p of '|gap| ≥ margin'."
-    n, m = d.size, float(d.mean()); se = float(d.std(ddof=1)) / np.sqrt(n); df = n - 1
-    h = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    p_tost = max(float(sps.t.sf((m + margin) / se, df)), float(sps.t.cdf((m - margin) / se, df))) if margin > 0 else np.nan
-    return dict(estimate=m, lo=m - h, hi=m + h, p=float(2 * sps.t.sf(abs(m) / se, df)), p_tost=p_tost, test="paired t over seeds")
-
-# %% ../nbs/02_stats.ipynb #4bb53abe
-def hierarchical_bootstrap(a,                         # {seed: method A's per-example scores}, e.g. 1/0 right/wrong
-                           b,                         # {seed: method B's scores on the same examples, in the same order}
-                           margin: float = 0.0,       # equivalence margin, for the TOST p-value
-                           confidence: float = 0.95,  # the interval's coverage
-                           n_resamples: int = 4000,   # bootstrap resamples
-                           seed: int = 0) -> dict:    # the resampling seed
-    "Mean over seeds of the mean paired gap A − B; its interval and p-values from resampling seeds, then examples within each."
-    seeds = sorted(set(a) & set(b))
-    if not seeds: raise ValueError(f"hierarchical_bootstrap: A and B share no seed (A has {sorted(a)}, B has {sorted(b)}).")
-    d = [np.subtract(*_paired(a[s], b[s])) for s in seeds]
-    rng, S, B = np.random.default_rng(seed), len(seeds), n_resamples
-    # each seed's mean gap over B resamples of its examples (paired: one draw of indices for A and B) ...
-    means = np.stack([np.concatenate([x[rng.integers(0, x.size, (min(B, _batch(x.size)), x.size))].mean(1)
-                                      for _ in range(-(-B // _batch(x.size)))])[:B] for x in d])       # (S, B)
-    # ... then B resamples of the seeds; a seed drawn twice in one replicate reuses that replicate's example draw
-    boot = means[rng.integers(0, S, (B, S)), np.arange(B)[:, None]].mean(1)
-    obs = float(np.mean([x.mean() for x in d])); a_ = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [a_, 1 - a_])
-    p = min(1.0, 2 * (1 + min(int((boot <= 0).sum()), int((boot >= 0).sum()))) / (B + 1))
-    p_tost = max((1 + int((boot <= -margin).sum())) / (B + 1), (1 + int((boot >= margin).sum())) / (B + 1)) if margin > 0 else np.nan
-    return dict(estimate=obs, lo=float(lo), hi=float(hi), p=p, p_tost=p_tost, test="hierarchical bootstrap (seeds × examples)",
-                n_seeds=S, n_examples=int(min(x.size for x in d)))
-
-# %% ../nbs/02_stats.ipynb #87080222
-def _claim_rows(rows: pd.DataFrame, c: Claim, method: str, dataset) -> pd.Series:
-    "One value per seed of `method` on the claim's metric, profile and dataset (and `where` filters)."
-    sel = rows[(rows.method == method) & (rows.metric == c.metric) & (rows.profile == c.profile)]
-    if dataset is not None: sel = sel[sel.dataset == dataset]
-    for k, v in c.where:
-        if k not in rows.columns: raise ValueError(f"claim {c.name!r}: filter {k}={v!r}, but the rows have no column {k!r}.")
-        sel = sel[sel[k] == v]
-    if sel.empty:
-        have = sorted(rows.loc[(rows.metric == c.metric) & (rows.profile == c.profile), "method"].dropna().unique())
-        raise ValueError(f"claim {c.name!r}: no {c.profile}-profile rows of method {method!r} for metric {c.metric!r}"
-                         + (f" on {dataset!r}" if dataset is not None else "") + f"; methods with that metric: {have[:12]}.")
-    if (dup := sel.seed[sel.seed.duplicated()]).size:
-        raise ValueError(f"claim {c.name!r}: {method!r} has several rows for seed(s) {sorted(set(dup))[:5]} "
-                         f"(a grid? another column varies); narrow them with a filter, e.g. claim(..., lr=...).")
-    return sel.set_index("seed").value.astype(float)
-
-def _claim_dataset(rows: pd.DataFrame, c: Claim):
-    if c.dataset is not None: return c.dataset
-    ds = sorted(rows.loc[(rows.method == c.a) & (rows.metric == c.metric) & (rows.profile == c.profile), "dataset"].dropna().unique())
-    if len(ds) > 1: raise ValueError(f"claim {c.name!r}: {c.a!r} has {c.metric!r} on several datasets {ds}; say which with dataset=.")
-    return ds[0] if ds else None
-
-def _judge(c: Claim, rows: pd.DataFrame, examples: pd.DataFrame | None, confidence: float) -> dict:
-    "The statistics of one claim (before Holm): estimate, interval, p-values, seeds, and `why` when undetermined."
-    ds = _claim_dataset(rows, c)
-    va = _claim_rows(rows, c, c.a, ds)
-    vb = _claim_rows(rows, c, c.b, ds) if isinstance(c.b, str) else pd.Series(c.b, index=va.index)
-    seeds = sorted(set(va.index) & set(vb.index))
-    out = dict(dataset=ds, n_seeds=len(seeds), n_examples=np.nan)
-    if not seeds: return {**out, "why": f"{c.a!r} and {c.b!r} share no seed"}
-    d = (va.loc[seeds] - vb.loc[seeds]).to_numpy()
-    out.update(estimate=float(d.mean()))
-    if len(seeds) < MIN_SEEDS: return {**out, "why": f"{len(seeds)} seed(s); at least {MIN_SEEDS} are needed for an interval"}
-    if np.ptp(d) == 0: return {**out, "why": f"the gap is {d[0]:+.4g} on every seed: no spread to build an interval from"}
-    ex = None
-    if examples is not None and isinstance(c.b, str):
-        e = examples[(examples.metric == c.metric) & (examples.dataset == ds) & (examples.profile == c.profile)]
-        ea, eb = ({s: g.sort_values("example").score.to_numpy(float) for s, g in e[e.method == m].groupby("seed")} for m in (c.a, c.b))
-        if set(seeds) <= set(ea) & set(eb):
-            n_ex = min(min(ea[s].size for s in seeds), min(eb[s].size for s in seeds))
-            if n_ex < MIN_EXAMPLES: return {**out, "n_examples": n_ex, "why": f"{n_ex} test examples per seed; at least {MIN_EXAMPLES} are needed"}
-            ex = hierarchical_bootstrap({s: ea[s] for s in seeds}, {s: eb[s] for s in seeds}, c.margin, confidence)
-    r = ex or _t_test(d, c.margin, confidence)
-    return {**out, **{k: r[k] for k in ("estimate", "lo", "hi", "p", "p_tost", "test")}, "n_examples": r.get("n_examples", np.nan), "why": ""}
-
-def _verdict(c: Claim, r: dict, p_adj: float, alpha: float) -> str:
-    if r.get("why"): return "undetermined"
-    if c.expect == "equivalent":
-        if p_adj < alpha: return "equivalent"
-        return "contradicted" if (r["lo"] > c.margin or r["hi"] < -c.margin) else "not shown"
-    if p_adj >= alpha: return "not shown"
-    return "shown" if (r["estimate"] > 0) == (c.expect == "greater") else "contradicted"
-
-# %% ../nbs/02_stats.ipynb #78b0bf70
-CLAIM_COLUMNS = (   # `p`: two-sided for a direction, TOST for an equivalence; `p_holm`: Holm-adjusted over the chapter
-   "chapter", "claim", "text", "a", "b", "metric", "dataset", "expect", "margin", "profile", "n_seeds", "n_examples",
-                 "estimate", "lo", "hi", "p", "p_holm", "test", "verdict", "why", "anchor", "code_hash", "recorded", "command")
-
-def evaluate_claims(cs,                       # the chapter's claims (from `claims`)
-                    rows: pd.DataFrame,       # its recorded rows (`load_recorded`), every profile
-                    chapter: str = "",        # the chapter's name, for the ledger
-                    examples: pd.DataFrame | None = None,  # per-example scores (method, dataset, metric, profile, seed, example, score)
-                    confidence: float = 0.95, # the intervals' coverage
-                    alpha: float = 0.05):     # the family-wise error rate Holm's correction holds across the claims
-    "The ledger rows of `cs`: estimate A − B, its interval, p, Holm-adjusted p over the chapter's claims, and the verdict."
-    _coverage(confidence, "evaluate_claims"); _coverage(alpha, "evaluate_claims (alpha)")
-    res = [_judge(c, rows, examples, confidence) for c in cs]
-    tested = [r.get("p_tost") if c.expect == "equivalent" else r.get("p") for c, r in zip(cs, res)]
-    adj = holm([np.nan if r.get("why") or p is None else p for r, p in zip(res, tested)])
-    out = []
-    for c, r, pa in zip(cs, res, adj):
-        used = rows[(rows.profile == c.profile) & rows.method.isin([c.a, c.b]) & (rows.metric == c.metric)]
-        prov = lambda col: "; ".join(sorted(used[col].dropna().astype(str).unique())) if col in used else ""
-        out.append(dict(chapter=chapter, claim=c.name, text=c.text or c.describe(), a=c.a, b=c.b, metric=c.metric, dataset=r["dataset"],
-                        expect=c.expect, margin=c.margin, profile=c.profile, n_seeds=r["n_seeds"], n_examples=r["n_examples"],
-                        estimate=r.get("estimate", np.nan), lo=r.get("lo", np.nan), hi=r.get("hi", np.nan),
-                        p=r.get("p_tost", np.nan) if c.expect == "equivalent" else r.get("p", np.nan), p_holm=pa,
-                        test=r.get("test", ""), verdict=_verdict(c, r, pa, alpha), why=r.get("why", ""), anchor=c.anchor,
-                        code_hash=prov("code_hash"), recorded=prov("date"), command=prov("command")))
-    return pd.DataFrame(out, columns=list(CLAIM_COLUMNS))
-
-# %% ../nbs/02_stats.ipynb #17cbdfe5
-CLAIMS_CSV = "claims.csv"   # the book's ledger, in the results folder
-
-def declared_claims(notebook) -> tuple[str, list]:  # a chapter's notebook
-    "(chapter, claims) from the notebook's `CLAIMS = claims(...)` cell, executed with only `claim` and `claims` defined."
-    path = Path(notebook)
-    cells = [("".join(c["source"]) if isinstance(c["source"], list) else c["source"]) for c in json.loads(path.read_text())["cells"]
-             if c["cell_type"] == "code"]
-    found = [s for s in cells if _CLAIMS_CELL.search(s)]
-    if not found: return path.stem, []
-    if len(found) > 1: raise ValueError(f"{path.name} has {len(found)} cells that set CLAIMS = claims(...); keep one.")
-    ns = {"claim": claim, "claims": claims}
-    try: exec(compile(found[0], f"{path.name}:CLAIMS", "exec"), ns)
-    except Exception as e:
-        raise ValueError(f"{path.name}: its CLAIMS cell must run on its own, with literal values and only `claim`/`claims` "
-                         f"defined; it raised {type(e).__name__}: {e}") from e
-    cs = ns.get("CLAIMS")
-    if getattr(cs, "chapter", None) != path.stem:
-        raise ValueError(f"{path.name}: CLAIMS = claims({getattr(cs, 'chapter', None)!r}, ...) must name its own chapter, {path.stem!r}.")
-    return path.stem, cs
-
-def load_claims(results_dir=None) -> pd.DataFrame:  # default: the checkout's `results/`
-    "The book's ledger, `results/claims.csv` (an empty frame with the ledger's columns when there is none)."
-    f = _results_dir(results_dir) / CLAIMS_CSV
-    return pd.read_csv(f, keep_default_na=False, na_values=[""]) if f.exists() else pd.DataFrame(columns=list(CLAIM_COLUMNS))
-
-def update_claims(notebook,            # the chapter's notebook, e.g. 'nbs/30_full_finetune.ipynb'
-                  results_dir=None):   # default: the checkout's `results/`
-    "Judge the notebook's declared claims on its recorded rows and replace its rows of `results/claims.csv`; return them."
-    chapter, cs = declared_claims(notebook)
-    d = _results_dir(results_dir)
-    ex = d / f"{chapter}.examples.csv.gz"
-    new = (evaluate_claims(cs, load_recorded(chapter, d), chapter, examples=pd.read_csv(ex) if ex.exists() else None) if cs
-           else pd.DataFrame(columns=list(CLAIM_COLUMNS)))
-    old = load_claims(d); old = old[old.chapter != chapter]
-    book = pd.concat([x for x in (old, new) if len(x)], ignore_index=True) if len(old) or len(new) else new
-    if len(book): book = book.sort_values(["chapter"], kind="stable")
-    d.mkdir(parents=True, exist_ok=True); book.to_csv(d / CLAIMS_CSV, index=False)
-    return new
-
-# %% ../nbs/02_stats.ipynb #84178f71
-def _fmt(x, scale: float = 1.0, digits: int = 3) -> str:
-    return "–" if pd.isna(x) else f"{x * scale:+.{digits}f}".replace("-", "−")
-
-def claim_line(r,                   # one row of the ledger (`load_claims`)
-               scale: float = 1.0,  # e.g. 100 to write accuracy gaps in points
-               digits: int = 3,     # decimals
-               unit: str = "") -> str:  # e.g. ' points'
-    "One ledger row in words, as the prose cites it: name, estimate [95% CI], Holm p and the bold verdict."
-    est = f"{_fmt(r['estimate'], scale, digits)}{unit}"
-    ci = "" if pd.isna(r["lo"]) else f" [{_fmt(r['lo'], scale, digits)}, {_fmt(r['hi'], scale, digits)}]"
-    p = "" if pd.isna(r["p_holm"]) else f", Holm p {r['p_holm']:.3g}"
-    why = f" ({r['why']})" if isinstance(r.get("why"), str) and r["why"] else ""
-    return f"`claim: {r['claim']}` {r['text']}: {est}{ci}{p}, **{r['verdict']}**{why}"
-
-def show_claims(cs,                   # the chapter's claims (`CLAIMS`)
-                results_dir=None):    # default: the checkout's `results/`
-    "The chapter's rows of the ledger, and whether they are current (judged on this recording, for these declarations)."
-    book = load_claims(results_dir); mine = book[book.chapter == cs.chapter]
-    cmd = f"`ftlab claims --update nbs/{cs.chapter}.ipynb`"
-    if mine.empty: return print(f"{cs.chapter} has no rows in results/{CLAIMS_CSV}; judge its claims with {cmd}.")
-    missing = sorted({c.name for c in cs} - set(mine.claim)); extra = sorted(set(mine.claim) - {c.name for c in cs})
-    try: rec = load_recorded(cs.chapter, results_dir); hashes = "; ".join(sorted(rec[rec.profile == cs[0].profile].code_hash.dropna().astype(str).unique()))
-    except FileNotFoundError: hashes = ""
-    stale = [f"claims {missing} are not in the ledger"] * bool(missing) + [f"the ledger has claims {extra} no longer declared"] * bool(extra)
-    if hashes and set(mine.code_hash.dropna().astype(str)) - {hashes}: stale.append("the ledger was judged on an older recording")
-    counts = ", ".join(f"{(mine.verdict == v).sum()} {v}" for v in VERDICTS if (mine.verdict == v).any())
-    print(f"Ledger of {cs.chapter}: {len(mine)} claims ({counts}); "
-          + (f"OUT OF DATE: {'; '.join(stale)}; run {cmd}." if stale else f"judged on the recording with code hash {hashes or '?'}."))
-    t = mine.assign(**{"A − B [95% CI]": [f"{_fmt(r.estimate)} [{_fmt(r.lo)}, {_fmt(r.hi)}]" for r in mine.itertuples()]})
-    t = t[["claim", "text", "dataset", "n_seeds", "A − B [95% CI]", "p_holm", "verdict", "anchor"]].reset_index(drop=True)
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None: return display(t)
-    except ImportError: pass
-    print(t.to_string())
-
-# %% ../nbs/02_stats.ipynb #308d491e
-_COLOURS = {"shown": "tab:green", "equivalent": "tab:blue", "not shown": "tab:gray", "contradicted": "tab:red", "undetermined": "tab:orange"}
-
-def book_table(book: pd.DataFrame | None = None) -> pd.DataFrame:  # the ledger; default `load_claims()`
-    "The book's claims for reading: chapter, claim, estimate [95% CI], Holm p, verdict, and the published figure beside it."
-    book = load_claims() if book is None else book
-    return pd.DataFrame({"chapter": book.chapter, "claim": book.claim, "what": book.text, "dataset": book.dataset, "seeds": book.n_seeds,
-                         "A − B [95% CI]": [f"{_fmt(r.estimate)} [{_fmt(r.lo)}, {_fmt(r.hi)}]" for r in book.itertuples()],
-                         "Holm p": book.p_holm.map(lambda p: "–" if pd.isna(p) else f"{p:.3g}"), "verdict": book.verdict,
-                         "published": book.anchor.fillna("")}).reset_index(drop=True)
-
-def plot_claims(book: pd.DataFrame | None = None, ax=None):  # the ledger (default `load_claims()`); an axes to draw on
-    "Every claim's 95% interval against zero (or its equivalence margin), scaled by its own half-width, coloured by verdict."
-    import matplotlib.pyplot as plt
-    book = (load_claims() if book is None else book).reset_index(drop=True)
-    if ax is None: _, ax = plt.subplots(figsize=(8, 0.28 * len(book) + 1.2))
-    for i, r in book.iterrows():
-        hw = (r.hi - r.lo) / 2 if not pd.isna(r.lo) else np.nan
-        scale = r.margin if r.expect == "equivalent" else (abs(hw) if hw else np.nan)   # 1 = the margin, or the half-width
-        sign = -1 if r.expect == "less" else 1                                          # right of zero: the claimed direction
-        y, col = len(book) - 1 - i, _COLOURS.get(r.verdict, "k")
-        if pd.isna(scale) or pd.isna(r.lo): ax.plot([0], [y], "x", color=col)
-        else:
-            lo, hi = sorted((sign * r.lo / scale, sign * r.hi / scale))
-            ax.plot([lo, hi], [y, y], color=col, lw=2); ax.plot([sign * r.estimate / scale], [y], "o", color=col)
-            if r.expect == "equivalent": ax.plot([-1, 1], [y, y], "|", color="k", ms=8)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(book))); ax.set_yticklabels([f"{r.chapter[:2]} {r.claim}" for r in book.iloc[::-1].itertuples()], fontsize=7)
-    ax.set_xlabel("A − B in the claimed direction, in units of its own interval half-width (equivalence: of its margin, ticks at ±1)")
-    ax.set_title("Every claim of the book, its 95% interval and verdict")
-    for v, c in _COLOURS.items(): ax.plot([], [], color=c, lw=3, label=v)
-    ax.legend(fontsize=7, loc="lower right")
-    return ax
-
-# %% ../nbs/02_stats.ipynb #7ac7aa94
-def verdict_counts(book: pd.DataFrame | None = None) -> pd.DataFrame:  # the ledger; default `load_claims()`
-    "Claims per chapter and verdict (the columns in `VERDICTS` order), with a total row."
-    book = load_claims() if book is None else book
-    t = pd.crosstab(book.chapter, pd.Categorical(book.verdict, VERDICTS), dropna=False).reindex(columns=list(VERDICTS), fill_value=0)
-    t.loc["all"] = t.sum(); t.columns = list(VERDICTS); t.index.name = "chapter"
-    return t
-
-def _claim_notebooks() -> list[Path]:
-    nbs = next((d / "nbs" for d in _repo_roots() if (d / "nbs").is_dir()), Path("nbs"))
-    return [p for p in sorted(nbs.glob("*.ipynb")) if _declares_claims(p)]
-
-def claims_main(argv=None) -> int:   # the arguments after `ftlab claims`
-    "The `claims` command: the book's claims with estimate, interval and verdict; `--update` judges them again on the recordings."
-    import argparse
-    ap = argparse.ArgumentParser(prog="ftlab claims", description="What this book shows, and how sure it is: every chapter's headline "
-                                 "claims, judged on its recorded results (results/claims.csv).")
-    ap.add_argument("--update", nargs="*", metavar="NOTEBOOK", help="judge the claims again on results/<chapter>.csv and rewrite "
-                    "their rows of results/claims.csv (default: every notebook with a CLAIMS cell)")
-    ap.add_argument("--chapter", help="show one chapter only, e.g. 30_full_finetune")
-    ap.add_argument("--csv", action="store_true", help="print the ledger as CSV, every column")
-    ap.add_argument("--results", default=None, help="the results folder (default: the checkout's results/)")
-    a = ap.parse_args([] if argv is None else list(argv))
-    if a.update is not None:
-        for nb in [Path(p) for p in a.update] or _claim_notebooks():
-            if not nb.exists(): print(f"ftlab claims: no notebook {nb}", file=sys.stderr); return 2
-            try: new = update_claims(nb, a.results)
-            except (ValueError, FileNotFoundError) as e: print(f"ftlab claims: {e}", file=sys.stderr); return 1
-            print(f"{nb.stem}: {len(new)} claims judged ({', '.join(f'{k} {v}' for k, v in new.verdict.value_counts().items()) or 'none declared'})")
-    book = load_claims(a.results)
-    if a.chapter: book = book[book.chapter == a.chapter]
-    if book.empty: print("no claims in the ledger" + (f" for {a.chapter}" if a.chapter else "") + "; judge them with `ftlab claims --update`."); return 0
-    if a.csv: print(book.to_csv(index=False), end=""); return 0
-    with pd.option_context("display.max_colwidth", 60, "display.width", 250): print(book_table(book).to_string(index=False))
-    print(); print(verdict_counts(book).to_string())
-    return 0
-
-# %% ../nbs/02_stats.ipynb #2d592f14
-_CITE = re.compile(r"`claim:\s*([^`]+?)\s*`")
-_BOLD_VERDICT = re.compile(r"\*\*(" + "|".join(sorted(VERDICTS, key=len, reverse=True)) + r")\*\*", re.I)
-_NUM = r"[+\-−]?\d+(?:\.\d+)?"
-_INTERVAL = re.compile(rf"({_NUM})\s*(?:%|\s?points?|\s?pts|\s?nats?)?\s*\[\s*({_NUM})\s*,\s*({_NUM})\s*\]")
-
-def _paragraphs(md: str) -> list[str]:
-    "A markdown cell's paragraphs, list items and table rows: the scope of a citation."
-    out, cur = [], []
-    for line in md.splitlines():
-        item, row = re.match(r"^\s*([-*+]|\d+\.)\s+", line), line.lstrip().startswith("|")
-        if not line.strip() or item or row:
-            if cur: out.append(" ".join(cur)); cur = []
-        if row: out.append(line.strip())
-        elif line.strip(): cur.append(line.strip())
-    return out + ([" ".join(cur)] if cur else [])
-
-def _matches(written: tuple, row, scale: float) -> bool:
-    def close(s, x):
-        digits = len(s.split(".")[1]) if "." in s else 0
-        return abs(float(s.replace("−", "-")) - x * scale) <= 0.5 * 10 ** -digits + 1e-9 * max(1, abs(x * scale))
-    return not pd.isna(row["lo"]) and all(close(s, x) for s, x in zip(written, (row["estimate"], row["lo"], row["hi"])))
-
-def check_prose(md: str,             # a markdown cell's text
-                ledger: pd.DataFrame,# the chapter's rows of the ledger
-                chapter: str = "") -> list[str]:  # for the messages
-    "What in `md`'s paragraphs that cite claims disagrees with the ledger: unknown names, verdicts, intervals (empty: all agree)."
-    problems, rows = [], {r["claim"]: r for _, r in ledger.iterrows()}
-    for par in _paragraphs(md):
-        cited = _CITE.findall(par)
-        if not cited: continue
-        where = f"{chapter}: “{par[:90]}…”"
-        if unknown := [n for n in cited if n not in rows]: problems.append(f"{where} cites {unknown}, not in the ledger"); continue
-        said = {v.lower() for v in _BOLD_VERDICT.findall(par)}; true = {rows[n]["verdict"] for n in cited}
-        if wrong := said - true: problems.append(f"{where} says **{'**, **'.join(sorted(wrong))}**; the ledger says {sorted(true)} for {cited}")
-        if unsaid := true - said: problems.append(f"{where} does not state the verdict {sorted(unsaid)} of {cited} (write it in bold)")
-        for m in _INTERVAL.finditer(par):
-            if not any(_matches(m.groups(), rows[n], s) for n in cited for s in (1, 100)):
-                problems.append(f"{where} writes {m.group(0)!r}; the ledger has " +
-                                "; ".join(f"{n}: {_fmt(rows[n]['estimate'])} [{_fmt(rows[n]['lo'])}, {_fmt(rows[n]['hi'])}]" for n in cited))
-    return problems
+def __getattr__(name: str):
+    "A name of `ftlab.claims` or `ftlab.recording`, imported on first use (they import this module, so not at its top)."
+    import importlib
+    if name.startswith("__"): raise AttributeError(name)   # `__path__`, `__wrapped__`...: the import system's questions, not a moved name
+    for room in _ROOMS:
+        mod = importlib.import_module(f"ftlab.{room}")
+        if name in vars(mod): return vars(mod)[name]
+    raise AttributeError(f"module 'ftlab.stats' has no attribute {name!r}")
 
 # %% ../nbs/02_stats.ipynb #5f2c69da
 if __name__ == "__main__" and Path(sys.argv[0]).name == "stats.py":  # `python -m ftlab.stats record ...`; never in a notebook
+    from ftlab.recording import main_record
     try: sys.exit(main_record())
     except (ValueError, FileNotFoundError) as e:   # a bad notebook or argument: one line and exit status 2, as `ftlab record` says it
         print(f"ftlab record: error: {e}", file=sys.stderr); sys.exit(2)

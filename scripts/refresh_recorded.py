@@ -3,7 +3,7 @@ store their outputs in place, so a notebook shows the current recording and ledg
 
     python scripts/refresh_recorded.py NOTEBOOK [NOTEBOOK ...]
 
-The cells run in a fresh kernel after `from ftlab.stats import *` and the notebook's `CLAIMS = claims(...)` cell (which
+The cells run in a fresh kernel after `from ftlab.stats import *` (and its rooms `ftlab.claims`, `ftlab.recording`) and the notebook's `CLAIMS = claims(...)` cell (which
 holds literal values only), so what they print is what they would print in a full run. Run `nbdev-clean` afterwards.
 """
 import re, sys, time
@@ -20,7 +20,7 @@ def refresh(path: Path) -> int:
     shows = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and SHOW.match(c.source)]
     if not shows: return 0
     decl = [c.source for c in nb.cells if c.cell_type == "code" and CLAIMS.search(c.source)]
-    run = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from ftlab import stats\nfrom ftlab.stats import *"), *map(nbformat.v4.new_code_cell, decl),
+    run = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("from ftlab import stats\nfrom ftlab.stats import *\nfrom ftlab.claims import *\nfrom ftlab.recording import *"), *map(nbformat.v4.new_code_cell, decl),
                                           *(nbformat.v4.new_code_cell(nb.cells[i].source) for i in shows)])
     NotebookClient(run, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     for i, c in zip(shows, run.cells[-len(shows):]):
