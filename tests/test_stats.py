@@ -259,13 +259,13 @@ MALFORMED = {"not_json": ("x.ipynb", b"not json", "it is not valid JSON"), "json
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_record_refuses_what_is_not_a_notebook(tmp_path, capsys, monkeypatch, case):
-    import ftlab.stats as S
+    import ftlab.recording as R
     from ftlab.cli import main
     name, content, needle = MALFORMED[case]
     p = tmp_path / name
     if content == "dir": p.mkdir()
     elif content is not None: p.write_bytes(content)
-    monkeypatch.setattr(S, "_run_notebook", lambda *a, **k: pytest.fail("a kernel was started for a malformed notebook"))
+    monkeypatch.setattr(R, "_run_notebook", lambda *a, **k: pytest.fail("a kernel was started for a malformed notebook"))   # where record_notebook looks it up
     assert main(["record", str(p), "--out", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and "unexpected error" not in err and len(err.strip().splitlines()) == 1, err
