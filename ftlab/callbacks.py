@@ -82,6 +82,7 @@ class EarlyStopping(Callback):
     def on_fit_end(self, state):
         if self.restore_best and self.best_state is not None: state.accelerator.unwrap_model(state.model).load_state_dict(self.best_state)
 
+# %% ../nbs/01e_callbacks.ipynb #c01epb01
 class ProgressBar(Callback):
     "A `tqdm.auto` bar over optimizer steps, showing the latest training loss and evaluation metric."
     order = -10

@@ -91,6 +91,7 @@ def _set_rng_state(st: dict):
     torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
 
+# %% ../nbs/04_checkpoints.ipynb #c04err01
 @contextlib.contextmanager
 def _no_hf_bars():
     "Hide transformers' own progress bars (shard writing) while ftlab writes checkpoints."
@@ -128,6 +129,7 @@ def _save_error(e: BaseException, final: Path, what: str, fix: str = "write it t
     err.errno, err.filename, err.free = (errno.ENOSPC if full else getattr(e, "errno", None)), str(final), free
     return err
 
+# %% ../nbs/04_checkpoints.ipynb #c04sav01
 def save_model(model, path, tokenizer=None):
     "Write `model` (and `tokenizer`) to directory `path` as safetensors; atomically replaces an existing directory (a symlink's target)."
     path = Path(path)
@@ -247,6 +249,7 @@ def _load_weights(model, model_dir: Path):
         raise CheckpointError(f"Checkpoint {model_dir} does not match the model: missing {bad_missing[:5]}, unexpected {list(unexpected)[:5]}. "
                               f"Resume with the same model architecture and head as the run that wrote it.")
 
+# %% ../nbs/04_checkpoints.ipynb #c04lck01
 def _checkpoints(d: Path) -> list[Path]:
     "Complete checkpoints in `d`, newest first (`d` itself if it is one)."
     if (d/"state"/_STATE_FILE).exists(): return [d]

@@ -28,7 +28,7 @@ from .inference import _check_eval
 from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'fit', 'add_lm_labels']
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
@@ -149,32 +149,56 @@ def _checkpointing(callbacks) -> Checkpointing | None:
     return cks[0] if cks else None
 
 # %% ../nbs/01_engine.ipynb #bb90d077
-def _release(acc, *objs):
-    "Forget what `acc.prepare` registered for this run: the shared Accelerator would otherwise keep every fitted model alive."
-    for reg in (acc._models, acc._optimizers, acc._schedulers, acc._dataloaders):
-        reg[:] = [o for o in reg if not any(o is x for x in objs)]
-
 def _plan(lens, batch_size, seed, grad_accum, epochs, max_steps) -> tuple[int, int, int]:
     "(optimizer steps per epoch, total steps, epochs to iterate) for the training set's `lens`."
     steps_per_epoch = math.ceil(len(epoch_batches(lens, batch_size, seed, 0)) / grad_accum)
     total = max_steps if max_steps is not None else max(1, math.ceil(epochs * steps_per_epoch))
     return steps_per_epoch, total, math.ceil(total / steps_per_epoch)
 
-def _build_optimizer(model, mods: dict, lr, weight_decay, groups, optimizer):
+# %% ../nbs/01_engine.ipynb #c01bop01
+def _with_lr(modules: dict) -> dict:
+    "`fit`'s extra `modules`, `{name: module or (module, lr)}`, as `{name: (module, lr or None)}`."
+    return {k: m if isinstance(m, tuple) else (m, None) for k, m in modules.items()}
+
+def _build_optimizer(model, modules: dict, lr, weight_decay, groups, optimizer):
     "The optimizer over the model's groups (the default rule or the chapter's) and each extra module's, at its own rate if given."
     groups = list(groups) if groups is not None else param_groups(model, lr, weight_decay)
     seen = {id(p) for g in groups for p in g["params"]}
-    for m, m_lr in mods.values():   # a parameter a module shares with the model (a tied decoder) is optimized once, as the model's
+    for m, m_lr in _with_lr(modules).values():   # a parameter a module shares with the model (a tied decoder) is optimized once, as the model's
         for g in param_groups(m, m_lr if m_lr is not None else lr, weight_decay):
             g["params"] = [p for p in g["params"] if id(p) not in seen]; seen.update(map(id, g["params"]))
             if g["params"]: groups.append(g)
     return optimizer(groups) if optimizer is not None else adamw(groups, lr, weight_decay)
 
+# %% ../nbs/01_engine.ipynb #c01pfw01
 def _plain_forward(acc, m):
     "fit and evaluate autocast themselves: undo Accelerate's wrapper, which would copy every bf16/fp16 output to fp32 each step."
     raw = acc.unwrap_model(m, keep_fp32_wrapper=True)
     if getattr(raw, "_original_forward", None) is not None: raw.forward = raw._original_forward
 
+# %% ../nbs/01_engine.ipynb #c01prp01
+def _release(acc, *objs):
+    "Forget what `acc.prepare` registered for this run: the shared Accelerator would otherwise keep every fitted model alive."
+    for reg in (acc._models, acc._optimizers, acc._schedulers, acc._dataloaders):
+        reg[:] = [o for o in reg if not any(o is x for x in objs)]
+
+@contextlib.contextmanager
+def _prepared(acc, model, modules: dict, optimizer):
+    "The model, the extra `modules` and the optimizer, `acc.prepare`d for one run with the model's KV cache off; on the way out, error or not, the cache is restored and the run released from the shared Accelerator."
+    mods = _with_lr(modules)
+    model, *extra, optimizer = acc.prepare(model, *(m for m, _ in mods.values()), optimizer)
+    extra, mcfg, cache_was = dict(zip(mods, extra)), None, None
+    try:  # from here on, an error must not leave this run registered in the shared Accelerator (see `finally`)
+        for m in (model, *extra.values()): _plain_forward(acc, m)
+        # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
+        mcfg = getattr(acc.unwrap_model(model), "config", None); cache_was = getattr(mcfg, "use_cache", None)
+        if cache_was: mcfg.use_cache = False
+        yield model, extra, optimizer
+    finally:
+        _release(acc, model, optimizer, *extra.values())
+        if cache_was: mcfg.use_cache = cache_was
+
+# %% ../nbs/01_engine.ipynb #c01win01
 class _Window:
     "Sums of the loss and logs over a logging window, kept as tensors until they are logged (no device sync per step)."
     def __init__(self, saved: dict | None = None):
@@ -217,24 +241,44 @@ def _grouped(flat: dict, evaluation: Evaluation | None, callbacks) -> tuple[Eval
     return evaluation or Evaluation(**ev), callbacks
 
 # %% ../nbs/01_engine.ipynb #c01opt01
-_FLAT_OPT = tuple(Optimization.__dataclass_fields__)
+def _regroup(flat: dict, given, cls, arg: str, names: dict, stacklevel: int = 4):
+    "Settings group `cls` for `fit`'s argument `arg`: `given`, or one built from the deprecated flat keywords `names` (flat name → field; popped from `flat`), with a warning that says what to write."
+    old = {k: flat.pop(k) for k in names if k in flat}
+    if not old: return given if given is not None else cls()
+    if given is not None: raise ValueError(f"fit: pass {arg}={cls.__name__}(...) or {sorted(old)}, not both.")
+    new = {names[k]: v for k, v in old.items()}
+    shown = ", ".join(f"{k}={v!r}" if isinstance(v, (str, int, float, type(None))) else f"{k}=..." for k, v in new.items())
+    warnings.warn(f"fit: {', '.join(f'{k}=' for k in old)} moved into one argument: write {arg}={cls.__name__}({shown}) "
+                  f"(from ftlab.engine import {cls.__name__}). The flat keywords are deprecated.", DeprecationWarning, stacklevel=stacklevel)
+    return cls(**new)
+
+_FLAT_OPT = {k: k for k in Optimization.__dataclass_fields__}
 
 def _optimization(flat: dict, optimization: Optimization | None) -> Optimization:
     "`fit`'s optimizer settings: `optimization`, or the deprecated flat keywords (popped from `flat`), with a warning that says what to write."
-    old = {k: flat.pop(k) for k in _FLAT_OPT if k in flat}
-    if not old: return optimization if optimization is not None else Optimization()
-    if optimization is not None: raise ValueError(f"fit: pass optimization=Optimization(...) or {sorted(old)}, not both.")
-    shown = ", ".join(f"{k}={v!r}" if isinstance(v, (str, int, float, type(None))) else f"{k}=..." for k, v in old.items())
-    warnings.warn(f"fit: {', '.join(f'{k}=' for k in old)} moved into one argument: write optimization=Optimization({shown}) "
-                  f"(from ftlab.engine import Optimization). The flat keywords are deprecated.", DeprecationWarning, stacklevel=3)
-    return Optimization(**old)
+    return _regroup(flat, optimization, Optimization, "optimization", _FLAT_OPT)
+
+# %% ../nbs/01_engine.ipynb #c01log01
+@dataclass
+class Logging:
+    "What `fit` reports as it trains: the mean training loss every `every` steps (in the history), a progress bar, a live plot."
+    every: int = 10              # log the mean training loss (and logs) every N optimizer steps
+    progress: bool = True        # tqdm progress bar
+    plot: bool | None = None     # live plot (default: in notebooks)
+
+_FLAT_LOG = dict(log_every="every", progress="progress", plot="plot")
+
+def _logging(flat: dict, logging: Logging | None) -> Logging:
+    "`fit`'s logging settings: `logging`, or the deprecated `log_every=`, `progress=`, `plot=` (popped from `flat`), with a warning that says what to write."
+    return _regroup(flat, logging, Logging, "logging", _FLAT_LOG)
 
 # %% ../nbs/01_engine.ipynb #c01run01
-def _callbacks(progress: bool, plot: bool | None, callbacks) -> list:
-    "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), the caller's."
-    return sorted(([ProgressBar()] if progress else []) + ([LivePlot()] if (plot if plot is not None else _in_notebook()) else []) + list(callbacks),
-                  key=lambda c: c.order)
+def _callbacks(logging: Logging, callbacks) -> list:
+    "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), as `logging` asks; the caller's."
+    plot = logging.plot if logging.plot is not None else _in_notebook()
+    return sorted(([ProgressBar()] if logging.progress else []) + ([LivePlot()] if plot else []) + list(callbacks), key=lambda c: c.order)
 
+# %% ../nbs/01_engine.ipynb #c01ced01
 def _check_eval_data(eval_ds, cols: dict, task: str, model):
     "Refuse an evaluation set that cannot be scored; warn about classes it has and training never shows."
     if eval_ds is None: return
@@ -243,16 +287,21 @@ def _check_eval_data(eval_ds, cols: dict, task: str, model):
     if task == "classification" and "labels" in ev and "labels" in cols and (unseen := set(ev["labels"]) - set(cols["labels"])):
         warnings.warn(f"The evaluation data has classes never seen in training: {sorted(unseen)}; the model cannot predict them correctly.", stacklevel=3)
 
+# %% ../nbs/01_engine.ipynb #c01run1b
 class _Run:
     "One `fit` run: its state and settings, and the loop's steps as methods — a micro-batch, an optimizer step, logging, evaluating, checkpointing."
     def __init__(self, state: TrainState, callbacks: list, collate, cols: dict, lens: list, plans: dict, loss_fn, *, batch_size: int,
-                 grad_accum: int, group_by_length: bool, max_grad_norm, log_every: int, eval_every, eval_ds, evaluation: dict,
+                 group_by_length: bool = True, optimization: Optimization | None = None, logging: Logging | None = None,
+                 evaluation: Evaluation | None = None, eval_ds=None, task: str = "classification", tokenizer=None,
                  checkpoints: Checkpointing | None = None):
+        o, ev = optimization or Optimization(), evaluation or Evaluation()
         self.state, self.callbacks, self.collate, self.cols, self.lens, self.plans, self.loss_fn = state, callbacks, collate, cols, lens, plans, loss_fn
-        self.batch_size, self.grad_accum, self.group_by_length, self.max_grad_norm = batch_size, grad_accum, group_by_length, max_grad_norm
-        self.log_every, self.eval_every, self.eval_ds, self.evaluation = log_every, eval_every, eval_ds, evaluation   # `evaluation`: `evaluate`'s keywords
+        self.batch_size, self.grad_accum, self.group_by_length, self.max_grad_norm = batch_size, o.grad_accum, group_by_length, o.max_grad_norm
+        self.log_every, self.eval_every, self.eval_ds = (logging or Logging()).every, ev.every, eval_ds
+        self.evaluation = dict(task=task, batch_size=ev.batch_size, collate_fn=collate, tokenizer=tokenizer,   # `evaluate`'s keywords
+                               predict_fn=ev.predict_fn, metrics=ev.metrics)
         self.checkpoints = checkpoints                     # the run's `Checkpointing` callback, if any (for `resume` and `diverged`)
-        state.batch_size, state.grad_accum = batch_size, grad_accum   # what a checkpoint records
+        state.batch_size, state.grad_accum = batch_size, self.grad_accum   # what a checkpoint records
         self.train_mods = (state.model, *state.modules.values())
         self.window, self.samples, self.tokens, self.last_eval, self.t0 = _Window(), 0, 0, None, time.time()
 
@@ -314,6 +363,7 @@ def micro_batch(self: _Run, i: int, gb: list, n: int) -> tuple:
     self.window.add(loss, logs); self.samples += len(gb); self.tokens += sum(self.lens[j] for j in gb)
     return loss, logs
 
+# %% ../nbs/01_engine.ipynb #c01ops01
 @patch
 def optimizer_step(self: _Run, micro: list):
     "One optimizer step over the micro-batches `micro`: clip, step, schedule; the step's mean loss and logs go to the state."
@@ -326,6 +376,7 @@ def optimizer_step(self: _Run, micro: list):
     s.last_logs = {k: torch.stack([torch.as_tensor(lg[k], dtype=torch.float32, device=acc.device).detach() for _, lg in out if k in lg]).mean()
                    for k in dict.fromkeys(k for _, lg in out for k in lg)}
 
+# %% ../nbs/01_engine.ipynb #c01aft01
 @patch
 def after_step(self: _Run):
     "What follows an optimizer step: log when due, the callbacks, evaluate when due; then `on_step_complete` (checkpoints)."
@@ -335,6 +386,7 @@ def after_step(self: _Run):
     if self.eval_ds is not None and self.eval_every and s.step % self.eval_every == 0: self.evaluate()
     self.fire("on_step_complete")
 
+# %% ../nbs/01_engine.ipynb #c01epo01
 @patch
 def epoch(self: _Run, epoch: int, skip: int = 0):
     "Epoch `epoch`'s optimizer steps from step `skip` on (a resumed run skips those done); then its evaluation."
@@ -347,10 +399,12 @@ def epoch(self: _Run, epoch: int, skip: int = 0):
     if self.eval_ds is not None and not self.eval_every and (s.step % s.steps_per_epoch == 0 or s.step >= s.total_steps): self.evaluate()
     self.fire("on_epoch_end")
 
+# %% ../nbs/01_engine.ipynb #c01trn01
 @patch
 def train(self: _Run) -> dict | None:
-    "The whole loop: every epoch from where the state stands; a last evaluation if the last step had none. The last metrics."
+    "The whole loop: resume if the run's `Checkpointing` says so; every epoch from where the state stands; a last evaluation if the last step had none. The last metrics."
     s = self.state
+    if self.checkpoints is not None and self.checkpoints.resume_from is not None: self.resume(self.checkpoints.resume_from)
     for m in self.train_mods: m.train()
     self.fire("on_fit_start")
     self.t0 = time.time()
@@ -359,7 +413,19 @@ def train(self: _Run) -> dict | None:
         if s.step >= s.total_steps or s.should_stop: break
         self.epoch(e, skip if e == start else 0)
     if self.eval_ds is not None and (self.last_eval is None or s.history[-1].get("split") != "eval"): self.evaluate()
+    self.train_time = time.time() - self.t0
     return self.last_eval
+
+# %% ../nbs/01_engine.ipynb #c01res01
+@patch
+def result(self: _Run, precision: str) -> FitResult:
+    "The end of the run: `on_fit_end`, then its `FitResult` (the model unwrapped; inference after `fit` defaults to `precision`, the one it trained in)."
+    s, acc = self.state, self.state.accelerator
+    self.fire("on_fit_end"); s.batches = {}
+    trained = acc.unwrap_model(s.model); trained.ftlab_precision = precision   # `trained_precision` reads it
+    t = max(self.train_time, 1e-9)
+    return FitResult(trained, pd.DataFrame(s.history), self.last_eval or {}, self.train_time, s.step, self.samples / t, self.tokens / t,
+                     s.stop_reason, {k: acc.unwrap_model(m) for k, m in s.modules.items()}, precision)
 
 # %% ../nbs/01_engine.ipynb #c969232b
 def fit(model,                            # a `transformers` model or any module taking the batch's keys
@@ -376,59 +442,32 @@ def fit(model,                            # a `transformers` model or any module
         batch_size: int = 32,             # global examples per micro-batch (split across processes)
         lr: float = 5e-5,                 # peak learning rate (for the default parameter groups)
         optimization: Optimization | None = None,  # the rest of the optimizer: weight decay, param groups, optimizer, schedule, warm-up, grad_accum, clipping (default `Optimization()`)
-        log_every: int = 10,              # log the mean training loss (and logs) every N steps
         callbacks=(),                     # extra `Callback`s, e.g. `Checkpointing(output_dir, save_every=100)`, `EarlyStopping()`
         evaluation: Evaluation | None = None,  # how often and how to evaluate on `eval_ds` (default `Evaluation()`: each epoch)
+        logging: Logging | None = None,   # how often to log the training loss, progress bar, live plot (default `Logging()`)
         seed: int = 0,                    # seeds python/numpy/torch and the data order of every stream
         group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
-        progress: bool = True,            # tqdm progress bar
-        plot: bool | None = None,         # live plot (default: in notebooks)
         tokenizer=None,                   # used for the pad id of the default `Collator`
         collate_fn=None,                  # custom collator
         precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
-        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); deprecated: weight_decay, param_groups, optimizer, scheduler, warmup, grad_accum, max_grad_norm (→ `Optimization`), mixed_precision (→ `precision`)
+        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); deprecated: weight_decay, param_groups, optimizer, scheduler, warmup, grad_accum, max_grad_norm (→ `Optimization`), log_every, progress, plot (→ `Logging`), mixed_precision (→ `precision`)
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
-    mixed_precision = flat.pop("mixed_precision", None)   # the old name of `precision`, resolved below with a warning
-    o = _optimization(flat, optimization)
-    evaluation, callbacks = _grouped(flat, evaluation, callbacks)
+    precision = _renamed_precision(precision, flat.pop("mixed_precision", None), "fit")   # `mixed_precision=`: its old name (a warning)
+    o, lg, (evaluation, callbacks) = _optimization(flat, optimization), _logging(flat, logging), _grouped(flat, evaluation, callbacks)
     _check_args(train_ds, batch_size, lr, epochs, max_steps, o.grad_accum, task, loss_fn, streams, modules, frozen)
     if (ck := _checkpointing(callbacks)) is not None: ck.check()
-    seed_everything(seed)
-    precision = _renamed_precision(precision, mixed_precision, "fit")
-    acc = get_accelerator(precision); used = resolve_precision(precision)
-    collate = collate_fn or Collator(tokenizer)
-    cols = columns(train_ds); lens = lengths(cols)
-    check_data(cols, task, model); _check_eval_data(eval_ds, cols, task, model)
+    seed_everything(seed); acc, used, collate = get_accelerator(precision), resolve_precision(precision), collate_fn or Collator(tokenizer)
+    cols = columns(train_ds); lens = lengths(cols); check_data(cols, task, model); _check_eval_data(eval_ds, cols, task, model)
     plans = {k: _StreamPlan(k, _as_stream(s), seed, batch_size, collate, group_by_length) for k, s in (streams or {}).items()}
-    mods = {k: m if isinstance(m, tuple) else (m, None) for k, m in (modules or {}).items()}
     steps_per_epoch, total, n_epochs = _plan(lens, batch_size, seed, o.grad_accum, epochs, max_steps)
-    opt = _build_optimizer(model, mods, lr, o.weight_decay, o.param_groups, o.optimizer)
-    model, *extra, opt = acc.prepare(model, *(m for m, _ in mods.values()), opt)
-    extra = dict(zip(mods, extra))
-    run = mcfg = cache_was = None; t0 = time.time()
-    try:  # from here on, an error must not leave this run registered in the shared Accelerator (see `finally`)
-        for m in (model, *extra.values()): _plain_forward(acc, m)
-        # training never reads a KV cache: building one each forward costs time (and memory); Trainer turns it off too
-        mcfg = getattr(acc.unwrap_model(model), "config", None); cache_was = getattr(mcfg, "use_cache", None)
-        if cache_was: mcfg.use_cache = False
+    with _prepared(acc, model, modules or {}, _build_optimizer(model, modules or {}, lr, o.weight_decay, o.param_groups, o.optimizer)) as (model, extra, opt):
         state = TrainState(model, opt, make_scheduler(opt, o.scheduler, total, o.warmup), acc, total, steps_per_epoch, n_epochs, modules=extra,
                            seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
-        run = _Run(state, _callbacks(progress, plot, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size,
-                   grad_accum=o.grad_accum, group_by_length=group_by_length, max_grad_norm=o.max_grad_norm, log_every=log_every,
-                   eval_every=evaluation.every, eval_ds=eval_ds, checkpoints=ck, evaluation=dict(task=task, batch_size=evaluation.batch_size,
-                   collate_fn=collate, tokenizer=tokenizer, predict_fn=evaluation.predict_fn, metrics=evaluation.metrics))
-        if ck is not None and ck.resume_from is not None: run.resume(ck.resume_from)
-        last_eval = run.train()
-    finally:
-        train_time = time.time() - (run.t0 if run is not None else t0)
-        _release(acc, model, opt, *extra.values())
-        if cache_was: mcfg.use_cache = cache_was
-    run.fire("on_fit_end")
-    state.batches = {}
-    trained = acc.unwrap_model(model); trained.ftlab_precision = used   # inference after fit defaults to it (`trained_precision`)
-    return FitResult(trained, pd.DataFrame(state.history), last_eval or {}, train_time, state.step, run.samples / max(train_time, 1e-9),
-                     run.tokens / max(train_time, 1e-9), state.stop_reason, {k: acc.unwrap_model(m) for k, m in extra.items()}, used)
+        run = _Run(state, _callbacks(lg, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size, task=task,
+                   group_by_length=group_by_length, optimization=o, logging=lg, evaluation=evaluation, eval_ds=eval_ds, tokenizer=tokenizer, checkpoints=ck)
+        run.train()
+    return run.result(used)
 
 # %% ../nbs/01_engine.ipynb #e1b8abf9
 def add_lm_labels(ds):

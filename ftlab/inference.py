@@ -74,6 +74,7 @@ def eval_mode(*modules):   # the modules to switch to eval mode (None is skipped
     finally:
         for m, t in was: m.training = t
 
+# %% ../nbs/01c_inference.ipynb #c01cts01
 def _task_step(task):
     "`evaluate`'s step for `task`: `step(model, batch) -> (preds, labels, loss, n)`, `loss` the model's own mean over `n` rows (tokens for 'lm')."
     def step(model, batch):
@@ -88,12 +89,14 @@ def _task_step(task):
         return logits.argmax(-1)[keep], y[keep], loss, len(y)
     return step
 
+# %% ../nbs/01c_inference.ipynb #c01cce01
 def _check_eval(ds, who: str, fix: str = ""):
     "Refuse an empty evaluation set: every metric of it would be NaN (a perplexity 1), which reads as a result."
     n = len(ds) if hasattr(ds, "column_names") else len(next(iter(ds.values()), ())) if isinstance(ds, dict) else len(ds)
     if n == 0: raise ValueError(f"{who}: the evaluation dataset is empty (0 rows), so every metric would be NaN. Check the split or the filter "
                                 f"that produced it (a test subset of size 0, a filter that matched nothing){fix}.")
 
+# %% ../nbs/01c_inference.ipynb #c01cev01
 def evaluate(model,                         # the model to measure
              ds,                            # a tokenized `Dataset` with `labels` (for unlabelled data see `predict_logits`)
              task: str = "classification",  # one of `TASKS`: picks predictions and metrics (table above)

@@ -41,6 +41,7 @@ class SGD(torch.optim.Optimizer):
                 p.add_(g, alpha=-lr)
         return loss
 
+# %% ../nbs/21_optim.ipynb #c21adm01
 class Adam(torch.optim.Optimizer):
     "Adam with bias correction; `decoupled=True` applies weight decay as AdamW does (to the weights, not the gradient)."
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
@@ -72,6 +73,7 @@ class Adam(torch.optim.Optimizer):
                 p.addcdiv_(m, denom, value=-lr / bc1)                           # theta -= lr * m_hat / denom
         return loss
 
+# %% ../nbs/21_optim.ipynb #c21adw01
 class AdamW(Adam):
     "Adam with decoupled weight decay in PyTorch's form, `theta *= 1 - lr*wd` before each Adam step (Loshchilov & Hutter scale the decay by the schedule factor, not by `lr`)."
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):

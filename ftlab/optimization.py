@@ -35,6 +35,7 @@ def param_groups(model,                          # the model (or any module) to 
         groups.setdefault((rate, wd), []).append(p)
     return [dict(params=ps, lr=rate, weight_decay=wd) for (rate, wd), ps in groups.items()]
 
+# %% ../nbs/01d_optimization.ipynb #c01dadw1
 def adamw(groups, lr, weight_decay):
     "AdamW, fused (one kernel over all parameters, CPU or CUDA) where PyTorch supports every parameter; else the default."
     ps = [p for g in groups for p in g["params"]]

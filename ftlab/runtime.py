@@ -67,6 +67,7 @@ def cpu_bf16_units(cpuinfo: str | None = None) -> bool | None:   # the text of /
         if k.strip().lower() in ("flags", "features"): flags |= set(v.split())
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}) if flags else None
 
+# %% ../nbs/01a_runtime.ipynb #c01aprb2
 def _matmul_time(dtype, n: int, reps: int, budget: float = 0.25) -> float:
     "Seconds per `n`×`n` product in `dtype`: the mean of `reps` after a warm-up, fewer once `budget` seconds are spent."
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype); a @ b
@@ -117,6 +118,7 @@ def bf16_speedup(n: int = 512, reps: int = 8, cache: bool = True) -> float:
     "How many times faster this CPU multiplies `n`×`n` matrices in bf16 than in fp32 (see `precision_probe`)."
     return precision_probe(n, reps, cache)["ratio"]
 
+# %% ../nbs/01a_runtime.ipynb #c01ares1
 def resolve_precision(precision: str = "auto") -> str:   # 'auto' (reads `$FTLAB_PRECISION`, else probes), 'fp32' (or 'no'), 'bf16', 'fp16'
     "The concrete precision — 'fp32', 'bf16' or 'fp16' — that `precision` names here: the one name `fit`, `evaluate`, `predict_logits` and `features` take."
     p = {"no": "fp32"}.get(precision, precision)
@@ -180,11 +182,20 @@ def precision_main(argv=None) -> int:   # the arguments after `ftlab precision`
     return 0
 
 # %% ../nbs/01a_runtime.ipynb #8f102cc6
-_ACCEL = None
-
 def accelerate_precision(p: str) -> str:
     "Accelerate's name for ftlab's precision `p` (see `resolve_precision`): 'fp32' is Accelerate's 'no'."
     return {"fp32": "no"}.get(p, p)
+
+def _renamed_precision(precision: str, mixed_precision: str | None, who: str) -> str:
+    "`precision`, or the deprecated `mixed_precision` (with a warning) where a caller still uses the old name."
+    if mixed_precision is None: return precision
+    if precision not in ("auto", mixed_precision):
+        raise ValueError(f"{who}: precision={precision!r} and mixed_precision={mixed_precision!r} disagree; pass precision= only (mixed_precision is its old name).")
+    warnings.warn(f"{who}: mixed_precision= is deprecated, pass precision={mixed_precision!r} instead (the same values).", DeprecationWarning, stacklevel=3)
+    return mixed_precision
+
+# %% ../nbs/01a_runtime.ipynb #c01aacc2
+_ACCEL = None
 
 def release_accelerator():
     "Forget the process's Accelerate state (the engine's accelerator and any other library's, e.g. a trl trainer's), so the next one may pick its own precision."
@@ -205,13 +216,3 @@ def get_accelerator(precision: str = "auto"):   # 'auto', 'fp32', 'bf16' or 'fp1
         _ACCEL = Accelerator(mixed_precision=mp, cpu=multi_cpu)
     if _ACCEL.is_main_process: _show_precision(p, precision)
     return _ACCEL
-
-
-def _renamed_precision(precision: str, mixed_precision: str | None, who: str) -> str:
-    "`precision`, or the deprecated `mixed_precision` (with a warning) where a caller still uses the old name."
-    if mixed_precision is None: return precision
-    if precision not in ("auto", mixed_precision):
-        raise ValueError(f"{who}: precision={precision!r} and mixed_precision={mixed_precision!r} disagree; pass precision= only (mixed_precision is its old name).")
-    warnings.warn(f"{who}: mixed_precision= is deprecated, pass precision={mixed_precision!r} instead (the same values).", DeprecationWarning, stacklevel=3)
-    return mixed_precision
-

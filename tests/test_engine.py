@@ -168,3 +168,22 @@ def test_grouped_settings_train_as_the_flat_spellings(tmp_path):
     pd.testing.assert_frame_equal(ra.history, rb.history)
     with pytest.raises(ValueError, match="not both"): fit(tiny_bert(), ds, max_steps=1, eval_every=2, evaluation=Evaluation(), **q)
     with pytest.raises(TypeError, match="unexpected keyword"): fit(tiny_bert(), ds, max_steps=1, eval_evry=2, **q)
+
+
+def test_logging_group_logs_as_the_flat_spellings_which_warn():
+    "logging=Logging(every, progress, plot) trains and logs exactly as the deprecated log_every=/progress=/plot=, which warn (at the caller) with the logging= to write."
+    import warnings
+    import pandas as pd
+    from ftlab.engine import Logging, fit
+    from ftlab.testing import tiny_bert, toy_dataset
+    ds, q = toy_dataset(64), dict(max_steps=6, batch_size=16, lr=3e-3, precision="fp32")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        a = fit(tiny_bert(), ds, log_every=2, progress=False, plot=False, **q)
+    b = fit(tiny_bert(), ds, logging=Logging(every=2, progress=False, plot=False), **q)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    assert list(b.history.step) == [2, 4, 6]
+    said = [x for x in w if issubclass(x.category, DeprecationWarning) and "logging=" in str(x.message)]
+    assert len(said) == 1 and "write logging=Logging(every=2, progress=False, plot=False)" in str(said[0].message), [str(x.message) for x in w]
+    assert said[0].filename == __file__   # the warning points at the caller's line, not into ftlab
+    with pytest.raises(ValueError, match="not both"): fit(tiny_bert(), ds, logging=Logging(), plot=False, **q)
