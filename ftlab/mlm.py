@@ -13,7 +13,7 @@ __all__ = ['maskable_positions', 'continuation_pieces', 'word_ids_from_pieces', 
 import copy, math, warnings
 import torch
 import torch.nn as nn
-from .engine import Collator, fit
+from .engine import Collator, eval_mode, fit
 from .losses import combined_loss, masked_lm_loss
 
 # %% ../nbs/40_self_supervised.ipynb #0c0fe044
@@ -144,11 +144,10 @@ def heldout_mlm_loss(model,          # the encoder
                      batches         # masked batches from `fixed_masks` (the same for every model compared)
                      ) -> float:
     "Mean masked-LM loss (nats per picked token) of `model` + `head` over the fixed masked `batches`, in eval mode."
-    was = model.training, head.training; model.eval(); head.eval()
     tot = n = 0
-    for b in batches:
-        k = int((b["labels"] != -100).sum()); tot += mlm_loss(model, head, b).item() * k; n += k
-    model.train(was[0]); head.train(was[1])
+    with eval_mode(model, head):
+        for b in batches:
+            k = int((b["labels"] != -100).sum()); tot += mlm_loss(model, head, b).item() * k; n += k
     return tot / n
 
 @torch.no_grad()
@@ -160,18 +159,17 @@ def pseudo_perplexity(model,                 # the encoder
                       batch_size: int = 64   # masked copies of a row per forward pass
                       ) -> float:
     "exp of the mean of −log p(token | the rest) with each real token masked in turn (Salazar et al. 2020), over `max_rows` rows of `ds`."
-    was = model.training, head.training; model.eval(); head.eval()
     special = list(tokenizer.all_special_ids); tot = n = 0
-    for i in range(min(max_rows, len(ds))):
-        ids = torch.tensor(ds[i]["input_ids"])
-        pos = torch.nonzero(~torch.isin(ids, torch.tensor(special))).flatten()
-        for s in range(0, len(pos), batch_size):
-            p = pos[s:s + batch_size]
-            x = ids.repeat(len(p), 1); x[torch.arange(len(p)), p] = tokenizer.mask_token_id
-            h = hidden_states(model, dict(input_ids=x, attention_mask=torch.ones_like(x)))[torch.arange(len(p)), p]
-            lp = torch.log_softmax(head(h).float(), -1).cpu()
-            tot -= lp[torch.arange(len(p)), ids[p]].sum().item(); n += len(p)
-    model.train(was[0]); head.train(was[1])
+    with eval_mode(model, head):
+        for i in range(min(max_rows, len(ds))):
+            ids = torch.tensor(ds[i]["input_ids"])
+            pos = torch.nonzero(~torch.isin(ids, torch.tensor(special))).flatten()
+            for s in range(0, len(pos), batch_size):
+                p = pos[s:s + batch_size]
+                x = ids.repeat(len(p), 1); x[torch.arange(len(p)), p] = tokenizer.mask_token_id
+                h = hidden_states(model, dict(input_ids=x, attention_mask=torch.ones_like(x)))[torch.arange(len(p)), p]
+                lp = torch.log_softmax(head(h).float(), -1).cpu()
+                tot -= lp[torch.arange(len(p)), ids[p]].sum().item(); n += len(p)
     return math.exp(tot / n)
 
 @torch.no_grad()
@@ -182,13 +180,10 @@ def fill_mask(model,        # the encoder
               k: int = 5    # predictions per blank
               ) -> list:
     "Top-`k` `(token, probability)` at each [MASK] of `text` (write '[MASK]' where a word is hidden)."
-    was = model.training, head.training; model.eval(); head.eval()
     enc = tokenizer(text, return_tensors="pt")
     where = torch.nonzero(enc["input_ids"][0] == tokenizer.mask_token_id).flatten()
     if len(where) == 0: raise ValueError(f"fill_mask: no {tokenizer.mask_token} in {text!r}; write {tokenizer.mask_token} where a word is hidden.")
-    probs = torch.softmax(head(hidden_states(model, enc)[0, where]).float(), -1)
-    top = probs.topk(k, dim=-1)
-    model.train(was[0]); head.train(was[1])
+    with eval_mode(model, head): top = torch.softmax(head(hidden_states(model, enc)[0, where]).float(), -1).topk(k, dim=-1)
     return [[(tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(ps, ix)] for ps, ix in zip(top.values, top.indices)]
 
 # %% ../nbs/40_self_supervised.ipynb #8198a853

@@ -14,8 +14,8 @@ import math, time
 import datasets
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
-from .engine import ProgressBar, TrainState, get_accelerator, make_scheduler, param_groups, seed_everything
-from .rl import generate, ppo_clip_loss, token_logprobs, _masked_mean
+from .engine import get_accelerator, seed_everything
+from .rl import RLResult, RLRun, generate, ppo_clip_loss, token_logprobs, _masked_mean
 
 # %% ../nbs/51_preference.ipynb #cbf3383b
 def preference_pairs(policy, tok,             # the policy that writes the completions, and its tokenizer
@@ -132,15 +132,12 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
                lr: float = 1e-3,
                max_new_tokens: int = 8, temperature: float = 1.0,
                max_grad_norm: float = 1.0,
-               seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    "GRPO with β = 0 and one iteration per batch: group-relative advantages and the clipped surrogate; returns the history."
+               seed: int = 0, progress: bool = True) -> RLResult:
+    "GRPO with β = 0 and one iteration per batch: group-relative advantages and the clipped surrogate. Returns an `RLResult` (its `history`: reward, reward spread, loss, clip fraction per step)."
     seed_everything(seed)
     acc = get_accelerator(); policy.to(acc.device)
-    groups = param_groups(policy, lr, 0.0, trainable_only=True)
-    opt = torch.optim.AdamW(groups, lr=lr); sched = make_scheduler(opt, "constant", steps)
-    state = TrainState(policy, opt, sched, acc, steps, steps, 1, seed=seed)
-    bar = ProgressBar() if progress else None
-    if bar: bar.on_fit_start(state)
+    run = RLRun(policy, acc, lr, steps, max_grad_norm=max_grad_norm, seed=seed, progress=progress)   # rl_train's optimizer, schedule, counters and bar
+    run.start()
     for i in range(steps):
         ps = [prompts[(i * prompts_per_step + j) % len(prompts)] for j in range(prompts_per_step)]
         ro = generate(policy, tok, [p for p in ps for _ in range(group)], max_new_tokens, temperature, seed=seed * 100_003 + i)
@@ -151,15 +148,10 @@ def grpo_train(policy, tok,              # the policy (LoRA) and its tokenizer
         policy.train()
         with acc.autocast(): logp = token_logprobs(policy, ro, temperature)   # the engine's training precision, as in `fit`
         loss, st = ppo_clip_loss(logp, old, adv, mask, clip)
-        acc.backward(loss)
-        if max_grad_norm: acc.clip_grad_norm_([p for g in groups for p in g["params"]], max_grad_norm)
-        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        state.step += 1
-        state.history.append(dict(step=state.step, reward=r.mean().item(), reward_std=r.view(-1, group).std(1).mean().item(),
-                                  frac_reward_zero_std=zero, loss=loss.item(), clipfrac=float(st["clipfrac"])))
-        if bar: bar.on_step_end(state)
-    if bar: bar.on_fit_end(state)
-    return pd.DataFrame(state.history)
+        run.step(loss)
+        run.record(reward=r.mean().item(), reward_std=r.view(-1, group).std(1).mean().item(),
+                   frac_reward_zero_std=zero, loss=loss.item(), clipfrac=float(st["clipfrac"]))
+    return run.finish()
 
 # %% ../nbs/51_preference.ipynb #7ee406ba
 def best_of_n_kl(n: int) -> float:  # samples drawn per prompt

@@ -148,7 +148,9 @@ def test_fill_mask(tiny, tok):
     out = fill_mask(m, head, tok, "the [MASK] is [MASK] .", k=4)
     assert len(out) == 2 and all(len(o) == 4 for o in out)
     assert all(a[1] >= b[1] for o in out for a, b in zip(o, o[1:]))
+    m.train(); head.train()
     with pytest.raises(ValueError, match="MASK"): fill_mask(m, head, tok, "no blank here")
+    assert m.training and head.training                                               # modes given back, even on the error
 
 
 def test_continue_pretraining_head_only_and_full(tiny, tok, rows):

@@ -132,7 +132,9 @@ def test_group_advantages_equal_trl(tiny, tmp_path):
 def test_grpo_train_runs(tiny):
     model, tok = tiny
     pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)
-    h = pf.grpo_train(pol, tok, ["This movie", "The plot"], rl.vader_reward, steps=2, prompts_per_step=2, group=2, max_new_tokens=4, progress=False)
+    res = pf.grpo_train(pol, tok, ["This movie", "The plot"], rl.vader_reward, steps=2, prompts_per_step=2, group=2, max_new_tokens=4, progress=False)
+    assert isinstance(res, rl.RLResult) and res.policy is pol and res.train_time_s > 0   # one result type with rl_train
+    h = res.history
     assert len(h) == 2 and np.isfinite(h[["reward", "loss"]].values).all() and h.frac_reward_zero_std.between(0, 1).all()
 
 
