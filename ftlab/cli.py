@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .tables import (_clean_labels, _csv_separator, _split, label_ids, labelled_splits, read_table, read_texts,  # noqa: F401
+                          validate_labelled)
+from .outputs import (_ADAPTER_DIR, _HF_NAMES, _MIN_STEPS, _check_out, _check_out_file, _ftlab_files, _out_dir,  # noqa: F401
+                           _base_reference, _save_output, _too_short, _writable, _write_file, model_card, save_run)
+
 # %% auto #0
-__all__ = ['COMMANDS', 'main', 'read_table', 'validate_labelled', 'scores_with_intervals', 'model_card', 'train_main',
-           'load_classifier', 'read_texts', 'label_ids', 'predict_main', 'evaluate_main']
+__all__ = ['COMMANDS', 'main', 'scores_with_intervals', 'train_main', 'load_classifier', 'predict_main', 'evaluate_main']
 
 # %% ../nbs/90_cli.ipynb #5873c7c2
 COMMANDS = {   # name: (module, function(argv) -> exit code, one-line help)
@@ -80,87 +84,8 @@ def main(argv=None) -> int:   # the arguments after `ftlab` (default: `sys.argv[
         if debug: traceback.print_exc()
         print(_error_line(cmd, e), file=sys.stderr); return 2
 
-# %% ../nbs/90_cli.ipynb #28a81394
-def _csv_separator(path: Path) -> str:
-    "The column separator of a `.csv` file: a comma, unless its header line has tabs (or semicolons) and no comma (said in a warning)."
-    with open(path, "rb") as fh: head = fh.readline().decode("utf-8", "replace")
-    for sep, name in (("\t", "tab"), (";", "semicolon")):
-        if sep in head and "," not in head:
-            warnings.warn(f"{path.name} is {name}-separated (its header line has no comma); read it with that separator.", stacklevel=3)
-            return sep
-    return ","
-
-def read_table(path: Path) -> pd.DataFrame:
-    "A labelled table from a `.csv`, `.jsonl`/`.ndjson` or `.json` file, with errors that say how to fix the file."
-    if not path.exists(): raise FileNotFoundError(f"no such file: {path}")
-    if path.is_dir(): raise ValueError(f"{path} is a directory; pass a .csv or .jsonl file.")
-    suf = path.suffix.lower()
-    try:
-        if suf == ".csv": return pd.read_csv(path, keep_default_na=False, na_values=[""], sep=_csv_separator(path))
-        if suf in (".jsonl", ".ndjson"): return pd.read_json(path, lines=True, dtype=False)
-        if suf == ".json": return pd.read_json(path, dtype=False)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}). Re-save it as UTF-8, "
-                         f"e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`.") from None
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f"could not read {path} as {suf[1:].upper()}: {e}") from None
-    raise ValueError(f"unsupported file type {suf!r} for {path}; use .csv or .jsonl (one JSON object per line).")
-
-# %% ../nbs/90_cli.ipynb #5045ec87
-_MISSING = {"nan", "na", "n/a", "#n/a", "null", "none", "<na>"}   # what a spreadsheet or pandas writes for an empty cell
-
-def _clean_labels(texts, labels, text_col, label_col, source) -> pd.Series:
-    "String `labels` stripped of surrounding spaces (said in a warning); a missing-value word or a repeated header row is an error."
-    if not any(isinstance(y, str) for y in labels): return labels
-    na = [i for i, y in enumerate(labels) if isinstance(y, str) and y.strip().lower() in _MISSING]
-    if na: raise ValueError(f"{len(na)} rows of {source} have the label {labels.iloc[na[0]]!r} (first at row {na[0]}), a missing value, "
-                            f"not a class. Remove or label them.")
-    hdr = [i for i, (t, y) in enumerate(zip(texts, labels)) if t == text_col and y == label_col]
-    if hdr: raise ValueError(f"row {hdr[0]} of {source} repeats the header ({text_col!r}, {label_col!r}){f' ({len(hdr)} such rows)' if len(hdr) > 1 else ''}: "
-                             f"were files concatenated? Remove those rows.")
-    out = labels.map(lambda y: y.strip() if isinstance(y, str) else y)
-    if changed := [(a, b) for a, b in zip(labels, out) if a != b]:
-        warnings.warn(f"{len(changed)} labels of {source} had spaces around them (e.g. {changed[0][0]!r}); "
-                      f"they were stripped, so {changed[0][0]!r} is the class {changed[0][1]!r}.", stacklevel=3)
-    return out
-
-# %% ../nbs/90_cli.ipynb #4ada0d94
-def validate_labelled(df: pd.DataFrame, text_col: str = "text", label_col: str = "label", source: str = "the data") -> tuple[pd.DataFrame, list]:
-    "Check `df` for training (columns, non-empty texts, integer, string or true/false labels, ≥ 2 classes); returns `(clean df with text/label ids, label names)`."
-    missing = [c for c in (text_col, label_col) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{source} has no column {' or '.join(map(repr, missing))}; its columns are {list(map(str, df.columns))}. "
-                         f"Name the right ones with --text-col and --label-col.")
-    if len(df) == 0: raise ValueError(f"{source} has no rows.")
-    texts, labels = df[text_col], df[label_col]
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise ValueError(f"{len(bad)} of {len(df)} rows of {source} have an empty or non-text {text_col!r} (first at row {bad[0]}: "
-                         f"{texts.iloc[bad[0]]!r}). Remove or fill them.")
-    miss = [i for i, y in enumerate(labels) if y is None or (isinstance(y, float) and math.isnan(y))]
-    if miss: raise ValueError(f"{len(miss)} rows of {source} have no {label_col!r} (first at row {miss[0]}). Remove or label them.")
-    labels = _clean_labels(texts, labels, text_col, label_col, source)
-    if len(labels) and all(isinstance(y, (bool, np.bool_)) for y in labels):  # a true/false column: two named classes
-        labels = labels.map(lambda y: "true" if y else "false")
-    kinds = {("str" if isinstance(y, str) else "int" if isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) else type(y).__name__) for y in labels}
-    if not kinds <= {"int", "str"} or len(kinds) > 1:
-        odd = next(y for y in labels if not isinstance(y, (str, int, np.integer)) or isinstance(y, (bool, np.bool_))) if not kinds <= {"int", "str"} else labels.iloc[0]
-        raise ValueError(f"labels in {label_col!r} must be all integers or all strings (class names); {source} has "
-                         f"{' and '.join(sorted(kinds))} values, e.g. {odd!r}. Real-valued targets need a regression head, not `ftlab train`.")
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise ValueError(f"{source} has only one class in {label_col!r} ({classes[0]!r}); a classifier needs at least two.")
-    if len(classes) > len(df) / 2:
-        raise ValueError(f"{source} has {len(classes)} classes in {label_col!r} for {len(df)} rows ({(labels.value_counts() == 1).sum()} with a single "
-                         f"example): that looks like an id or free-text column, not a class. Name the class column with --label-col.")
-    if len(df) < 10: raise ValueError(f"{source} has {len(df)} rows; at least 10 labelled rows are needed (train, validation and test splits).")
-    ids = {c: i for i, c in enumerate(classes)}
-    out = pd.DataFrame(dict(text=texts.astype(str).str.strip(), label=[ids[y] for y in labels]))
-    return out, [str(c) for c in classes]
-
 # %% ../nbs/90_cli.ipynb #4af5b892
 _FILE_DEFAULTS = dict(n_train=None, n_test=None, epochs=3, max_length=128, overrides={})   # a user's --file: all of it, Trainer's 3 epochs
-_MIN_STEPS = 30   # fewer optimizer steps than this is too short a run to learn a classifier: said in a warning
 
 def _train_parser(strategies, ps: dict | None = None, prof: str = "fast"):
     "The `ftlab train` options; `ps` (the active profile's `profile_settings`) fills the help's 'by profile' values."
@@ -200,133 +125,6 @@ def _check_numbers(a):
         if v is not None and v < 0: bad(flag, v, "0 (all examples) or a positive count")
     if getattr(a, "batch_size", 1) < 1: bad("--batch-size", a.batch_size, "a positive integer")
     if not 0 <= a.seed <= _MAX_SEED: bad("--seed", a.seed, f"between 0 and {_MAX_SEED:,d} (the range numpy and torch accept)")
-
-# %% ../nbs/90_cli.ipynb #d3a8e7be
-def _rows_needed(k: int) -> int:
-    "The fewest rows, spread evenly over `k` classes, that `stratified_split` turns into train, validation and test sets."
-    from ftlab.assets import SPLIT_FRACTIONS, stratified_split
-    n = max(3 * k, int(0.9 * k / min(SPLIT_FRACTIONS.values())))   # just under what the smallest share needs: the loop finds the rest
-    while True:
-        try: stratified_split(pd.DataFrame(dict(label=[i % k for i in range(n)])), seed=0); return n
-        except ValueError: n += k
-
-def _split(df: pd.DataFrame, names: list, source: str) -> dict:
-    "`stratified_split` of validated rows; too few examples per class for three splits is said in ftlab's words, not scikit-learn's."
-    from ftlab.assets import stratified_split
-    try: return stratified_split(df, seed=0)
-    except ValueError:
-        counts = df.label.value_counts(); k, need = len(counts), _rows_needed(len(counts))
-        raise ValueError(f"{source} has too few examples per class to split it into train, validation and test sets that each hold every class: "
-                         f"{len(df)} rows in {k} classes, the smallest ({names[counts.idxmin()]!r}) with {counts.min()}. With {k} classes it needs at "
-                         f"least {need} rows (evenly spread: {need // k} per class) and no class with fewer than 3: add examples, or merge or drop the rare classes.") from None
-
-def _as_splits(df: pd.DataFrame, names: list, source: str):
-    "Validated rows (`validate_labelled`) as a `DatasetDict` of `stratified_split`'s train, validation and test sets."
-    import datasets
-    return datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False) for k, v in _split(df, names, source).items()})
-
-def _load_source(a):
-    "The labelled data of the `ftlab train` arguments as (DatasetDict, label names, description); validates everything."
-    from ftlab.assets import load_data   # the command's heavy imports happen when it runs
-    if a.file:
-        df, names = validate_labelled(read_table(Path(a.file)), a.text_col, a.label_col, source=a.file)
-        return _as_splits(df, names, a.file), names, a.file
-    name = a.dataset or "sentiment/movie"
-    dd = load_data(name)
-    if a.label_col not in dd["train"].column_names:
-        raise ValueError(f"dataset {name!r} has no column {a.label_col!r} (columns: {dd['train'].column_names}); "
-                         f"it may be unlabelled text. Pick a labelled dataset or --label-col.")
-    feats = dd["train"].features[a.label_col]
-    if hasattr(feats, "names"):   # a bundled dataset with class names keeps its published splits
-        if a.text_col not in dd["train"].column_names:
-            raise ValueError(f"dataset {name!r} has no column {a.text_col!r} (columns: {dd['train'].column_names}).")
-        return dd.select_columns([a.text_col, a.label_col]).rename_columns({a.text_col: "text", a.label_col: "label"}) \
-            if a.text_col != "text" or a.label_col != "label" else dd, list(feats.names), name
-    df, names = validate_labelled(pd.concat([v.to_pandas() for v in dd.values()], ignore_index=True), a.text_col, a.label_col, source=name)
-    return _as_splits(df, names, name), names, name
-
-# %% ../nbs/90_cli.ipynb #2a69cefe
-_STAGE = ".ftlab-new-"   # the hidden folder a finished output is assembled in, inside or beside --out
-_HF_NAMES = {"config.json", "model.safetensors", "adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json", "README.md"}
-
-def _ftlab_files(out: Path, config_file: str) -> set:
-    "Names in `out` that an earlier `ftlab train` wrote (its config's `files`; older configs: the usual model and tokenizer files)."
-    if not (out/config_file).is_file(): return {p.name for p in out.glob(_STAGE + "*")}
-    try: listed = json.loads((out/config_file).read_text()).get("files")
-    except ValueError: listed = None
-    names = set(listed) if isinstance(listed, list) else _HF_NAMES | {p.name for p in out.glob("model-*.safetensors")}
-    return names | {config_file} | {p.name for p in out.glob(_STAGE + "*")}
-
-def _writable(d: Path, flag: str, out: Path):
-    "Refuse `d` (an existing directory) if a file cannot be created in it."
-    try: Path(tempfile.mkdtemp(dir=d, prefix=_STAGE)).rmdir()
-    except OSError as e:
-        raise ValueError(f"{flag} {out} cannot be written: {d} is not writable ({e.strerror}). Give a directory you can write to.") from None
-
-def _out_dir(out: Path, flag: str = "--out") -> Path:
-    "The directory `flag` names (a symlink's target), refused if it is a file, lies under a file or cannot be written."
-    if out.is_symlink():
-        if not out.resolve().exists(): raise ValueError(f"{flag} {out} is a symlink to {out.resolve()}, which does not exist; create it or give another directory.")
-        out = out.resolve()
-    if out.exists() and not out.is_dir(): raise ValueError(f"{flag} {out} is a file; give a directory.")
-    anc = next(p for p in (out, *out.parents) if p.exists())
-    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give a directory path.")
-    _writable(anc, flag, out)
-    return out
-
-def _check_out(out: Path, config_file: str, overwrite: bool = False, inputs=(), flag: str = "--out") -> Path:
-    "`_out_dir`, also refused if it holds files ftlab did not write (unless `overwrite`) or the input among those it would replace."
-    out = _out_dir(out, flag)
-    if not out.exists(): return out
-    ours = _ftlab_files(out, config_file)
-    for f in inputs:
-        if Path(f).resolve().parent == out.resolve() and Path(f).name in ours | _HF_NAMES:
-            raise ValueError(f"the input {f} is one of the files {flag} {out} would replace; move it out of {out} or give another {flag}.")
-    if (other := sorted(p.name for p in out.iterdir() if p.name not in ours)) and not overwrite:
-        raise ValueError(f"{flag} {out} holds files ftlab did not write ({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); ftlab never "
-                         f"deletes them. Give a new or empty directory, or pass --overwrite to write beside them (they are kept).")
-    return out
-
-# %% ../nbs/90_cli.ipynb #9daba073
-def _install(new: Path, out: Path, config_file: str):
-    "Move the finished output directory `new` to `out`: in one rename if `out` is new, else file by file (the config last), deleting only earlier ftlab files."
-    if not out.exists(): os.replace(new, out); return
-    old = _ftlab_files(out, config_file) - {new.parent.name}
-    (out/config_file).unlink(missing_ok=True)    # first: a half-replaced directory never looks like a finished output
-    for name in old - {p.name for p in new.iterdir()}:
-        p = out/name
-        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
-        elif p.exists() or p.is_symlink(): p.unlink()
-    for p in sorted(new.iterdir(), key=lambda p: p.name == config_file):
-        if (out/p.name).is_dir() and not (out/p.name).is_symlink(): shutil.rmtree(out/p.name)
-        os.replace(p, out/p.name)
-
-def _readable(d: Path):
-    "Give `d` and everything in it the modes new files get (the umask's), not the 0700/0600 of the temporary names they were written under."
-    um = os.umask(0); os.umask(um)
-    for p in (d, *d.rglob("*")):
-        if not p.is_symlink(): p.chmod((0o777 if p.is_dir() else 0o666) & ~um)
-
-def _save_output(out: Path, config_file: str, save) -> Path:
-    "Call `save(directory)` on a hidden folder next to (or in) `out`, record the files it wrote in the config, then `_install` it; a failed write (a full disk) leaves nothing behind and says so."
-    from ftlab.checkpoint import _WRITE_ERRORS, _save_error
-    stage = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(dir=out if out.exists() else out.parent, prefix=_STAGE))
-        new = stage/"out"; save(new)
-        cfg = json.loads((new/config_file).read_text())
-        (new/config_file).write_text(json.dumps(dict(cfg, files=sorted(p.name for p in new.iterdir())), indent=2, default=str))
-        _readable(new)
-        _install(new, out, config_file)
-    except _WRITE_ERRORS as e:
-        err = _save_error(e, out, "the trained model", "pass --out on another disk")   # measured before the staged files go
-        if stage is not None: shutil.rmtree(stage, ignore_errors=True)
-        raise err from e
-    finally:
-        if stage is not None: shutil.rmtree(stage, ignore_errors=True)
-    return out
 
 # %% ../nbs/90_cli.ipynb #d65b3dca
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
@@ -403,112 +201,39 @@ def scores_with_intervals(preds,                     # predicted class ids
 
 def _with_ci(s: dict, digits: int = 3) -> str: return f"{s['estimate']:.{digits}f} [{s['lo']:.{digits}f}, {s['hi']:.{digits}f}]"
 
-# %% ../nbs/90_cli.ipynb #622241ca
-def _base_reference(model: str) -> str:
-    "How a saved adapter names its base model: an ftlab asset by its hub id, a hub id as given, a local directory by its absolute path."
-    from ftlab.assets import ASSETS
-    if model in ASSETS:
-        src = ASSETS[model].source
-        return src.removeprefix("https://huggingface.co/") if src.startswith("https://huggingface.co/") else model
-    p = Path(model).expanduser()
-    return str(p.resolve()) if p.exists() else model
-
-_ADAPTER_DIR = "adapter"   # where a LoRA run's adapter goes, inside --out, beside the merged model
-
-def _save_lora(m, d: Path, base: str, save_merged):
-    "Save peft model `m` as a merged, self-contained model in `d` (`save_merged(model, d)`) and its adapter in `d/adapter`, whose config names `base`."
-    tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=_STAGE + "adapter-"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # peft looks for the base model's config to decide about embeddings: not needed here
-        m.save_pretrained(tmp)
-    acfg = json.loads((tmp/"adapter_config.json").read_text())
-    (tmp/"adapter_config.json").write_text(json.dumps(dict(acfg, base_model_name_or_path=base), indent=2))
-    (tmp/"README.md").write_text(f"# LoRA adapter\n\nThe adapter of the model one folder up (see its README.md), for `peft` on the base model "
-                                 f"`{base}`:\n\n```python\nfrom peft import AutoPeftModelForSequenceClassification\n"
-                                 f"model = AutoPeftModelForSequenceClassification.from_pretrained(\"{_ADAPTER_DIR}\")\n```\n\n"
-                                 f"The folder above holds the same model with the adapter merged in; `transformers` loads it without `peft`.\n")
-    save_merged(m.merge_and_unload(), d)   # LoRA's B·A added into the weights; the trained head replaces its wrapper
-    os.replace(tmp, d/_ADAPTER_DIR)
-
-# %% ../nbs/90_cli.ipynb #3c9bfc57
-def model_card(cfg: dict) -> str:
-    "The README.md of an `ftlab train` output, from its config `cfg`: data, strategy, settings, test metrics with intervals, how to use it."
-    iv, ms = cfg.get("intervals", {}), cfg.get("metrics", {})
-    row = lambda k, label: (f"| {label} | {ms[k]:.4f} | [{iv[k][0]:.4f}, {iv[k][1]:.4f}] |" if k in iv else f"| {label} | {ms.get(k, float('nan')):.4f} | |")
-    lora = cfg["strategy"] == "lora"
-    names = ", ".join(f"`{n}`" for n in cfg["label_names"])
-    settings = "\n".join(f"| {k} | {cfg[k]} |" for k in ("strategy", "epochs", "lr", "batch_size", "max_length", "seed", "steps",
-                                                        "trainable_params", "train_time_s", "defaults") if cfg.get(k) is not None)
-    return f"""---
-library_name: transformers
-pipeline_tag: text-classification
-base_model: {cfg.get('base_ref', cfg['base_model'])}
-tags: [ftlab, text-classification{', lora' if lora else ''}]
----
-
-# A text classifier fine-tuned with `ftlab train`
-
-Base model `{cfg['base_model']}` ({cfg.get('base_ref', cfg['base_model'])}), strategy `{cfg['strategy']}`{
-' (LoRA adapters merged into the weights; the adapter itself is in `adapter/`)' if lora else ''}.
-
-## Data
-
-`{cfg['source']}`: text column `{cfg['text_col']}`, label column `{cfg['label_col']}`, {len(cfg['label_names'])} classes ({names}).
-Split stratified into train, validation and test (seed 0); trained on {cfg['n_train']:,d} examples, tested on {cfg['n_test']:,d}.
-
-## Settings
-
-| setting | value |
-|---|---|
-{settings}
-
-## Test metrics
-
-| metric | value | {iv.get('confidence', 0.95):.0%} interval |
-|---|---|---|
-{row('accuracy', 'accuracy')}
-{row('macro_f1', 'macro-F1')}
-
-Intervals: bootstrap over the {cfg['n_test']:,d} test examples (`ftlab.stats.bootstrap_ci`). Always predicting the most
-frequent class scores {iv.get('majority_rate', float('nan')):.4f}. The training loss is in `training_log.csv` and `loss.png`.
-
-## Use
-
-```python
-from transformers import pipeline
-clf = pipeline("text-classification", model="path/to/this/folder")
-clf("a text to classify")
-```
-
-or `ftlab predict --model path/to/this/folder --file texts.csv --out predictions.csv`, and
-`ftlab evaluate --model path/to/this/folder --file labelled.csv` for accuracy and macro-F1 with intervals on new labelled data.
-"""
-
 # %% ../nbs/90_cli.ipynb #c1ddeace
-def _too_short(steps: int, sc: dict, names: list, test_labels) -> list[str]:
-    "Warnings for a run too short to learn: fewer optimizer steps than `_MIN_STEPS`, or test accuracy no better than always answering the majority class."
-    out = []
-    if steps < _MIN_STEPS:
-        out.append(f"only {steps} optimizer steps (fewer than {_MIN_STEPS}): likely too short to learn. Train longer with --epochs, "
-                   f"a smaller --batch-size or more data.")
-    acc, maj = sc["accuracy"]["estimate"], sc["majority_rate"]
-    if acc <= maj + 1e-9:
-        top = names[int(np.bincount(np.asarray(test_labels, dtype=int), minlength=len(names)).argmax())]
-        out.append(f"test accuracy {acc:.3f} is no better than always answering {top!r} ({maj:.3f}): the model has not learned the task. "
-                   f"Train longer (--epochs), try another --lr, or add data.")
-    return out
+def _load_checked(a) -> tuple:
+    "`labelled_splits` of the `ftlab train` arguments, its warnings (a separator guessed, labels stripped) said as notes on stderr."
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        dd, names, source = labelled_splits(a.file, a.dataset, a.text_col, a.label_col)
+    for w in notes:
+        if issubclass(w.category, UserWarning): print(f"ftlab train: note: {w.message}", file=sys.stderr)
+    return dd, names, source
 
-def _save_log(history: pd.DataFrame, d: Path):
-    "The training log (`training_log.csv`: step, epoch, mean loss, learning rate) and its loss curve (`loss.png`) beside the model."
-    if history is None or len(history) == 0: return
-    history.to_csv(d/"training_log.csv", index=False)
-    tr = history[history["split"] == "train"] if "split" in history else history
-    if "loss" not in tr or tr["loss"].isna().all(): return
-    from matplotlib.figure import Figure   # no pyplot: no global figure state, no display needed
-    fig = Figure(figsize=(5, 3.2), dpi=120); ax = fig.subplots()
-    ax.plot(tr["step"], tr["loss"], marker="o" if len(tr) < 20 else None)
-    ax.set(title="Training loss", xlabel="optimizer step", ylabel="mean loss since the last log"); fig.tight_layout()
-    fig.savefig(d/"loss.png")
+def _settings(a, ps: dict) -> dict:
+    "The run's settings: the arguments, else a user's file's `_FILE_DEFAULTS` or a bundled dataset's profile settings `ps` (0 means all)."
+    from ftlab import finetune as F
+    d = _FILE_DEFAULTS if a.file else ps                      # a user's file: all of it, 3 epochs; a bundled dataset: the book's profile
+    pick = lambda v, dflt: dflt if v is None else (None if v == 0 else v)
+    ep_kw, epochs = _epochs(a.strategy, a.epochs, d["epochs"])
+    kw = dict(d["overrides"].get(a.strategy, {}), **ep_kw, **({"lr": a.lr} if a.lr else {}))
+    lr = kw.get("lr") or getattr(inspect.signature(F.get_strategy(a.strategy)).parameters.get("lr"), "default", None)   # the strategy's own
+    return dict(n_train=pick(a.n_train, d["n_train"]), n_test=pick(a.n_test, d["n_test"]), max_length=a.max_length or d["max_length"],
+                epochs=epochs, kw=kw, lr=lr, defaults="file" if a.file else f"profile {F.profile()}")
+
+def _run_config(a, st: dict, names: list, source: str, S, row: dict, sc: dict, lora: bool) -> dict:
+    "What `ftlab_config.json` and the model card record of a run: data, settings, test metrics with their intervals."
+    from ftlab.finetune import profile
+    config = dict(strategy=a.strategy, base_model=a.model, base_ref=_base_reference(a.model), source=source, label_names=names, text_col=a.text_col,
+                  label_col=a.label_col, max_length=st["max_length"], epochs=st["epochs"], n_train=len(S.train), n_test=len(S.test), profile=profile(),
+                  defaults=st["defaults"], seed=a.seed, batch_size=a.batch_size, steps=row["steps"],
+                  metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]),
+                  intervals=dict(accuracy=[sc["accuracy"]["lo"], sc["accuracy"]["hi"]], macro_f1=[sc["macro_f1"]["lo"], sc["macro_f1"]["hi"]],
+                                 confidence=sc["confidence"], majority_rate=sc["majority_rate"]),
+                  trainable_params=row["trainable_params"], train_time_s=round(row["train_time_s"], 1), lr=st["lr"])
+    if lora: config.update(adapter_dir=_ADAPTER_DIR, merged_lora=True)
+    return config
 
 def train_main(argv=None) -> int:
     "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer, model card and config."
@@ -518,49 +243,19 @@ def train_main(argv=None) -> int:
     a = _train_parser(F.STRATEGIES, ps, F.profile()).parse_args(argv)
     F.get_strategy(a.strategy); _check_numbers(a)
     out = _check_out(Path(a.out), F.CONFIG_FILE, a.overwrite, inputs=[a.file] if a.file else [])
-    with warnings.catch_warnings(record=True) as notes:
-        warnings.simplefilter("always")
-        dd, names, source = _load_source(a)                   # every input check happens before any model is loaded
-    for w in notes:
-        if issubclass(w.category, UserWarning): print(f"ftlab train: note: {w.message}", file=sys.stderr)
-    d = _FILE_DEFAULTS if a.file else ps                      # a user's file: all of it, 3 epochs; a bundled dataset: the book's profile
-    pick = lambda v, dflt: dflt if v is None else (None if v == 0 else v)
-    n_train, n_test = pick(a.n_train, d["n_train"]), pick(a.n_test, d["n_test"])
-    max_length = a.max_length or d["max_length"]
-    ep_kw, epochs = _epochs(a.strategy, a.epochs, d["epochs"])
-    kw = dict(d["overrides"].get(a.strategy, {}), **ep_kw, **({"lr": a.lr} if a.lr else {}))
-    defaults = "file" if a.file else f"profile {F.profile()}"
-    lr = kw.get("lr") or getattr(inspect.signature(F.get_strategy(a.strategy)).parameters.get("lr"), "default", None)   # the strategy's own
-    t0 = time.time()
-    tok = _tokenizer_and_limit(a.model, max_length)
-    tr, te, _ = F.tokenized_splits(dd, tok, max_length, n_train, n_test, a.seed)
-    print(f"ftlab train: {a.strategy} on {source}: {len(tr)} training / {len(te)} test examples, {len(names)} classes, "
-          f"{epochs:g} epoch(s), {max_length} tokens ({'defaults for your file' if a.file else defaults})", flush=True)
-    row, r = F.run_strategy(a.strategy, tr, te, model=a.model, num_labels=len(names), seed=a.seed, tokenizer=tok,
-                          batch_size=a.batch_size, progress=True, **kw)
-    m, lora = r.model, hasattr(r.model, "peft_config")
-    cfg_target = m.base_model.model.config if lora else m.config
-    cfg_target.id2label = dict(enumerate(names)); cfg_target.label2id = {n: i for i, n in enumerate(names)}
-    y = np.asarray(te["labels"])
-    sc = scores_with_intervals(predict_logits(m, te, batch_size=64, tokenizer=tok).argmax(-1).numpy(), y, len(names))
-    base_ref = _base_reference(a.model)
-    config = dict(strategy=a.strategy, base_model=a.model, base_ref=base_ref, source=source, label_names=names, text_col=a.text_col,
-                  label_col=a.label_col, max_length=max_length, epochs=epochs, n_train=len(tr), n_test=len(te), profile=F.profile(),
-                  defaults=defaults, seed=a.seed, batch_size=a.batch_size, steps=row["steps"],
-                  metrics=dict(accuracy=row["accuracy"], macro_f1=row["macro_f1"]),
-                  intervals=dict(accuracy=[sc["accuracy"]["lo"], sc["accuracy"]["hi"]], macro_f1=[sc["macro_f1"]["lo"], sc["macro_f1"]["hi"]],
-                                 confidence=sc["confidence"], majority_rate=sc["majority_rate"]),
-                  trainable_params=row["trainable_params"], train_time_s=round(row["train_time_s"], 1), lr=lr)
-    if lora: config.update(adapter_dir=_ADAPTER_DIR, merged_lora=True)
-    def save(dest: Path):
-        write = lambda model, dd: F.save_finetuned(model, tok, dd, **config)
-        if lora: _save_lora(m, dest, base_ref, write)
-        else: write(m, dest)
-        (dest/"README.md").write_text(model_card(config))
-        _save_log(r.history, dest)
-    _save_output(out, F.CONFIG_FILE, save)
+    dd, names, source = _load_checked(a)                      # every input check happens before any model is loaded
+    st, t0 = _settings(a, ps), time.time()
+    tok = _tokenizer_and_limit(a.model, st["max_length"])
+    S = F.setup_splits(dd, a.model, st["max_length"], st["n_train"], st["n_test"], a.seed, tokenizer=tok, names=names)
+    print(f"ftlab train: {a.strategy} on {source}: {len(S.train)} training / {len(S.test)} test examples, {len(names)} classes, "
+          f"{st['epochs']:g} epoch(s), {st['max_length']} tokens ({'defaults for your file' if a.file else st['defaults']})", flush=True)
+    row, r = F.run_strategy(a.strategy, S.train, S.test, model=a.model, num_labels=S.num_labels, seed=a.seed, tokenizer=tok,
+                            batch_size=a.batch_size, progress=True, **st["kw"])
+    lora, y = hasattr(r.model, "peft_config"), np.asarray(S.test["labels"])
+    sc = scores_with_intervals(predict_logits(r.model, S.test, batch_size=64, tokenizer=tok).argmax(-1).numpy(), y, len(names))
+    save_run(out, r.model, tok, _run_config(a, st, names, source, S, row, sc, lora), r.history)   # the class names become the model's id2label
     print(f"test accuracy {_with_ci(sc['accuracy'], 4)}, macro-F1 {_with_ci(sc['macro_f1'], 4)} ({sc['confidence']:.0%} intervals over "
-          f"{len(te)} test examples); trained {row['train_time_s']:.1f}s, {row['steps']} steps ({row['trainable_params']:,d} trainable "
+          f"{len(S.test)} test examples); trained {row['train_time_s']:.1f}s, {row['steps']} steps ({row['trainable_params']:,d} trainable "
           f"parameters); total {time.time() - t0:.1f}s. Saved to {out}{' (merged model; the LoRA adapter in ' + _ADAPTER_DIR + '/)' if lora else ''}")
     for w in _too_short(row["steps"], sc, names, y): print(f"ftlab train: warning: {w}", file=sys.stderr)
     return 0
@@ -581,7 +276,7 @@ def load_classifier(path) -> tuple:
             warnings.simplefilter("ignore")
             m, tok, cfg = F.load_finetuned(p)
         names = [str(n) for n in cfg.get("label_names") or []] or _id2label(m)
-        k = (m.base_model.model.config if hasattr(m, "peft_config") else m.config).num_labels
+        k = m.config.num_labels   # a `peft` model's config is its base model's
         if len(names) != k: raise ValueError(f"--model {path}: {F.CONFIG_FILE} names {len(names)} classes but the model has {k} outputs; the directory was changed by hand.")
         return m, tok, names, cfg
     held = sorted(x.name for x in p.iterdir())
@@ -594,74 +289,10 @@ def load_classifier(path) -> tuple:
     if not any(x.endswith("ForSequenceClassification") for x in arch):
         raise ValueError(f"--model {path} is not a trained text classifier (its config.json says {', '.join(arch) or 'no architecture'}): "
                          f"its classification head would be random. Fine-tune it first with `ftlab train --model {path} --out DIR`, then pass DIR.")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from ftlab.assets import _quiet_transformers
+    from transformers import AutoModelForSequenceClassification
+    from ftlab.assets import _quiet_transformers, load_tokenizer
     with _quiet_transformers(): m = AutoModelForSequenceClassification.from_pretrained(p)
-    return m.eval(), AutoTokenizer.from_pretrained(p), _id2label(m), {}
-
-_TEXT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".txt")
-
-def read_texts(path: Path, text_col: str = "text") -> pd.DataFrame:
-    "The rows to classify: a `.txt` file (one text per line, blank lines skipped) or a table `read_table` reads, whose `text_col` holds non-empty text."
-    if path.suffix.lower() not in _TEXT_SUFFIXES and not path.is_dir():
-        raise ValueError(f"unsupported file type {path.suffix!r} for {path}; use .csv or .jsonl with a {text_col!r} column, or .txt with one text per line.")
-    if path.suffix.lower() != ".txt": df = read_table(path)
-    else:
-        if not path.is_file(): return read_table(path)   # its errors: no such file, a directory
-        try: lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path} is not UTF-8 text (byte {e.object[e.start:e.start+1]!r} at offset {e.start}). Re-save it as UTF-8.") from None
-        df = pd.DataFrame({text_col: [t for t in lines if t.strip()]})
-    if text_col not in df.columns:
-        raise ValueError(f"{path} has no column {text_col!r}; its columns are {list(map(str, df.columns))}. Name the text column with --text-col.")
-    if len(df) == 0: raise ValueError(f"{path} has no texts.")
-    bad = [i for i, t in enumerate(df[text_col]) if not isinstance(t, str) or not t.strip()]
-    if bad: raise ValueError(f"{len(bad)} of {len(df)} rows of {path} have an empty or non-text {text_col!r} (first at row {bad[0]}: "
-                             f"{df[text_col].iloc[bad[0]]!r}). Remove or fill them.")
-    return df
-
-def label_ids(labels: pd.Series, names: list, label_col: str = "label", source: str = "the data") -> tuple[np.ndarray, str | None]:
-    "The class ids of `labels` under a model's class `names` (by name; integer labels that are not names are read as ids), and a note when they are ids."
-    miss = [i for i, y in enumerate(labels) if y is None or (isinstance(y, float) and math.isnan(y))]
-    if miss: raise ValueError(f"{len(miss)} rows of {source} have no {label_col!r} (first at row {miss[0]}). Remove or label them.")
-    vals = [("true" if y else "false") if isinstance(y, (bool, np.bool_)) else str(y).strip() for y in labels]
-    key = {str(n): i for i, n in enumerate(names)}
-    unknown = pd.Series([v for v in vals if v not in key]).value_counts()
-    if len(unknown) == 0: return np.array([key[v] for v in vals]), None
-    if all(isinstance(y, (int, np.integer)) and not isinstance(y, (bool, np.bool_)) and 0 <= y < len(names) for y in labels):
-        return np.asarray(labels, dtype=int), f"the labels in {label_col!r} are integers, read as class ids: " + ", ".join(f"{i} = {n!r}" for i, n in enumerate(names))
-    shown = ", ".join(f"{v!r} ({c} rows)" for v, c in unknown.head(5).items()) + (", ..." if len(unknown) > 5 else "")
-    raise ValueError(f"{source} has labels the model does not know: {shown}; it was trained on {', '.join(map(repr, names))}. "
-                     f"Rename them to those classes or drop those rows (or name the class column with --label-col).")
-
-# %% ../nbs/90_cli.ipynb #5aafd806
-def _check_out_file(out: Path, overwrite: bool = False, inputs=(), suffixes=(), flag: str = "--out") -> Path:
-    "Refuse an output file that would replace the input, an existing file (unless `overwrite`), a directory, or a place that cannot be written."
-    if out.is_dir(): raise ValueError(f"{flag} {out} is a directory; give a file name, e.g. {out/('predictions' + (suffixes[0] if suffixes else '.csv'))}.")
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise ValueError(f"{flag} {out}: the file type {out.suffix or '(none)'!r} is not one this command writes; give a {' or '.join(suffixes)} file.")
-    for f in inputs:
-        if out.resolve() == Path(f).resolve():
-            raise ValueError(f"{flag} {out} is the input file; ftlab never writes over its input. Give another name.")
-    if (out.exists() or out.is_symlink()) and not overwrite:
-        raise ValueError(f"{flag} {out} exists; ftlab replaces a file only with --overwrite. Give a new name, or pass --overwrite.")
-    anc = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
-    if not anc.is_dir(): raise ValueError(f"{flag} {out} is inside {anc}, which is a file, not a directory; give another path.")
-    _writable(anc, flag, out)
-    return out
-
-def _write_file(out: Path, write):
-    "`write(path)` to a hidden file beside `out`, then rename it onto `out`: a failed write leaves no half file and `out` as it was."
-    out = out.resolve() if out.is_symlink() else out    # write through a symlink, keep the link
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"); os.close(fd)
-    try:
-        write(Path(tmp))
-        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o666 & ~um)   # the mode a new file gets, not mkstemp's 0600
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return out
+    return m.eval(), load_tokenizer(str(p)), _id2label(m), {}
 
 # %% ../nbs/90_cli.ipynb #5a17682c
 def _use_parser(prog: str, description: str, labelled: bool):

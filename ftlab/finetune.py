@@ -8,17 +8,16 @@ Docs: https://ftlab.github.io/ftlab/nbs/full_finetune.html.md"""
 from __future__ import annotations
 import copy, ctypes, functools, gc, json, math, os, re, sys, threading, time, warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import datasets
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from transformers import AutoTokenizer
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
-from .assets import load_data, load_encoder, model_path
+from .assets import load_data, load_encoder, load_tokenizer
 from .engine import (Callback, FitResult, by_profile, evaluate, features, fit, get_accelerator, param_groups,
                           predict_logits, profile, save_model, seed_everything, tokenize)
 from .losses import CRF
@@ -29,8 +28,8 @@ __all__ = ['TOKEN_TAGS', 'STRATEGIES', 'CONFIG_FILE', 'profile_settings', 'block
            'TokenClassifierCRF', 'crf_predict', 'HeadOnFeatures', 'head_only', 'last_k_layers', 'full_finetune',
            'two_stage', 'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups',
            'discriminative_lr', 'add_lora', 'lora', 'get_strategy', 'trim_memory', 'PeakMemory', 'tokenized_splits',
-           'run_strategy', 'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned', 'load_finetuned',
-           'text_logits', 'trainable_widget', 'strategy_runner']
+           'Splits', 'setup_splits', 'run_strategy', 'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned',
+           'load_finetuned', 'text_logits', 'trainable_widget', 'strategy_runner']
 
 # %% ../nbs/30_full_finetune.ipynb #c7a5ef4e
 def profile_settings() -> dict:
@@ -377,6 +376,31 @@ def tokenized_splits(dataset,                 # a bundled dataset name or a `Dat
     tr, te = part("train", n_train), part(test_split, n_test)
     return (tr, part("validation", n_val), te, names) if validation else (tr, te, names)
 
+# %% ../nbs/30_full_finetune.ipynb #setupspl
+class Splits(NamedTuple):
+    "What `setup_splits` prepares: the tokenizer, the tokenized splits (`val` is None without validation), the class names and their count."
+    tokenizer: object
+    train: object
+    val: object
+    test: object
+    names: list | None
+    num_labels: int
+
+def setup_splits(dataset,                    # a bundled dataset name or a `DatasetDict` (see `tokenized_splits`)
+                 model: str = "encoder",     # whose tokenizer (`assets.load_tokenizer`: asset name, local path or hub id)
+                 max_length: int = 64, n_train: int | None = None, n_test: int | None = None,
+                 seed: int = 0,              # seed of the subsets
+                 *,
+                 validation: bool = False, n_val: int | None = None,
+                 tokenizer=None,             # an already loaded tokenizer (default: `model`'s)
+                 names: list | None = None) -> Splits:  # the class names (default: the dataset's)
+    "The set-up `compare`, `tuned_compare` and `ftlab train` share: tokenizer, `tokenized_splits`, class names and number of classes."
+    tok = tokenizer or load_tokenizer(model)
+    parts = tokenized_splits(dataset, tok, max_length, n_train, n_test, seed, validation=validation, n_val=n_val)
+    tr, va, te, found = parts if validation else (parts[0], None, *parts[1:])
+    names = names or found
+    return Splits(tok, tr, va, te, names, len(names) if names else len(set(tr["labels"])))
+
 # %% ../nbs/30_full_finetune.ipynb #f39b11d9
 def run_strategy(strategy,                  # a name in `STRATEGIES` or a strategy function
                  train_ds, test_ds,         # tokenized training and test sets
@@ -419,12 +443,11 @@ def compare(strategies=("head", "lora", "full"),   # names in `STRATEGIES` (or f
             ) -> pd.DataFrame:
     "Run each of `strategies` on `dataset` with a fresh model and return the leaderboard (also saved under `out`)."
     for s in strategies: get_strategy(s)   # fail on a bad name before any work
-    tok = AutoTokenizer.from_pretrained(model_path(model))
-    tr, te, names = tokenized_splits(dataset, tok, max_length, n_train, n_test, data_seed)
-    num_labels = len(names) if names else len(set(tr["labels"]))
+    S = setup_splits(dataset, model, max_length, n_train, n_test, data_seed)
+    tr, te = S.train, S.test
     rows = []
     for s in strategies:
-        row, _ = run_strategy(s, tr, te, model=model, num_labels=num_labels, seed=seed, tokenizer=tok, epochs=epochs,
+        row, _ = run_strategy(s, tr, te, model=model, num_labels=S.num_labels, seed=seed, tokenizer=S.tokenizer, epochs=epochs,
                               batch_size=batch_size, **(overrides or {}).get(s, {}))
         rows.append(row)
         if verbose: print(f"{row['strategy']:>15s}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
@@ -455,6 +478,46 @@ def plot_leaderboard(df: pd.DataFrame, title: str | None = None):
     return fig
 
 # %% ../nbs/30_full_finetune.ipynb #ae829fe9
+def _seeds_of(strategies, lr_grid: dict, seeds, seeds_for: dict | None) -> dict:
+    "Each strategy's training seeds (`seeds_for`, else `seeds`), after checking its name, that it has rates in `lr_grid` and at least one seed."
+    for s in strategies:
+        get_strategy(s)
+        if not lr_grid.get(s): raise ValueError(f"tuned_compare: no learning rates for {s!r} in lr_grid (it has {sorted(lr_grid)}).")
+    seeds_of = {s: list((seeds_for or {}).get(s, seeds)) for s in strategies}
+    if unknown := set(seeds_for or {}) - set(strategies):
+        raise ValueError(f"tuned_compare: seeds_for names {sorted(unknown)}, which are not among the strategies {list(strategies)}.")
+    if empty := [s for s, v in seeds_of.items() if not v]: raise ValueError(f"tuned_compare needs at least one seed (none for {empty}).")
+    return seeds_of
+
+def _tuned_row(s, lr, seed, phase: str, row: dict) -> dict:
+    "A `tuned_compare` row from `run_strategy`'s: a tuning run (`phase` 'tune') is scored on validation, a repeat on test."
+    tune = phase == "tune"
+    return dict(strategy=s, lr=lr, seed=seed, phase=phase, chosen=not tune, val_accuracy=row["accuracy"] if tune else np.nan,
+                accuracy=np.nan if tune else row["accuracy"], macro_f1=np.nan if tune else row["macro_f1"], steps=row["steps"],
+                trainable_params=row["trainable_params"], train_time_s=row["train_time_s"])
+
+def _say_tuned(out: dict, tuning: bool = False):
+    if tuning: print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {out['val_accuracy']:.4f}  (tuning)", flush=True); return
+    val = "  –   " if np.isnan(out["val_accuracy"]) else f"{out['val_accuracy']:.4f}"
+    print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {val}  test {out['accuracy']:.4f}  {out['train_time_s']:5.1f}s", flush=True)
+
+def _tune_and_repeat(s, grid, seeds: list, run, S: Splits, verbose: bool):
+    "Strategy `s`: each rate of `grid` on validation with the first seed (only the best model so far kept), that model scored on test, then the other seeds at its rate."
+    best = best_model = None
+    for lr in grid:
+        out, m = run(s, lr, seeds[0], "tune")
+        if verbose: _say_tuned(out, tuning=True)
+        if best is None or out["val_accuracy"] > best["val_accuracy"]: best, best_model = out, m
+        del m; trim_memory()
+    ev = evaluate(best_model, S.test, tokenizer=S.tokenizer)   # the test split, scored only for the runs that count
+    best.update(chosen=True, accuracy=ev["accuracy"], macro_f1=ev["macro_f1"])
+    if verbose: _say_tuned(best)
+    best_model = None; trim_memory()
+    for seed in seeds[1:]:
+        out, m = run(s, best["lr"], seed, "repeat")
+        if verbose: _say_tuned(out)
+        del m; trim_memory()
+
 def tuned_compare(strategies,                     # names in `STRATEGIES`
                   lr_grid: dict,                  # strategy -> the peak learning rates to try
                   dataset="sentiment/movie",      # a bundled dataset with train, validation and test splits
@@ -470,43 +533,17 @@ def tuned_compare(strategies,                     # names in `STRATEGIES`
                   overrides: dict | None = None,  # per-strategy keyword arguments besides `lr`
                   verbose: bool = True) -> pd.DataFrame:
     "Per strategy: choose the rate in `lr_grid` on validation with its first seed, then train every seed at it and score test; one row per run."
-    for s in strategies:
-        get_strategy(s)
-        if not lr_grid.get(s): raise ValueError(f"tuned_compare: no learning rates for {s!r} in lr_grid (it has {sorted(lr_grid)}).")
-    seeds_of = {s: list((seeds_for or {}).get(s, seeds)) for s in strategies}
-    if unknown := set(seeds_for or {}) - set(strategies):
-        raise ValueError(f"tuned_compare: seeds_for names {sorted(unknown)}, which are not among the strategies {list(strategies)}.")
-    if empty := [s for s, v in seeds_of.items() if not v]: raise ValueError(f"tuned_compare needs at least one seed (none for {empty}).")
-    tok = AutoTokenizer.from_pretrained(model_path(model))
-    tr, va, te, names = tokenized_splits(dataset, tok, max_length, n_train, n_test, data_seed, validation=True, n_val=n_val)
-    num_labels = len(names) if names else len(set(tr["labels"]))
+    seeds_of = _seeds_of(strategies, lr_grid, seeds, seeds_for)
+    S = setup_splits(dataset, model, max_length, n_train, n_test, data_seed, validation=True, n_val=n_val)
     rows = []
     def run(s, lr, seed, phase):   # train; a tuning run is scored on validation, a repeat on test only; returns (row, model)
-        row, r = run_strategy(s, tr, va if phase == "tune" else te, model=model, num_labels=num_labels, seed=seed, tokenizer=tok,
-                              epochs=epochs, batch_size=batch_size, lr=lr, **(overrides or {}).get(s, {}))
-        tune = phase == "tune"
-        out = dict(strategy=s, lr=lr, seed=seed, phase=phase, chosen=not tune, val_accuracy=row["accuracy"] if tune else np.nan,
-                   accuracy=np.nan if tune else row["accuracy"], macro_f1=np.nan if tune else row["macro_f1"], steps=row["steps"],
-                   trainable_params=row["trainable_params"], train_time_s=row["train_time_s"])
-        rows.append(out)
+        row, r = run_strategy(s, S.train, S.val if phase == "tune" else S.test, model=model, num_labels=S.num_labels, seed=seed,
+                              tokenizer=S.tokenizer, epochs=epochs, batch_size=batch_size, lr=lr, **(overrides or {}).get(s, {}))
+        rows.append(out := _tuned_row(s, lr, seed, phase, row))
         return out, r.model
-    def say(out):
-        val = "  –   " if np.isnan(out["val_accuracy"]) else f"{out['val_accuracy']:.4f}"
-        if verbose: print(f"{out['strategy']:>15s}  lr {out['lr']:<8g} seed {out['seed']}  val {val}  "
-                          f"test {out['accuracy']:.4f}  {out['train_time_s']:5.1f}s", flush=True)
-    for s in strategies:
-        best = best_model = None
-        for lr in lr_grid[s]:          # the grid, on validation: only the best model so far is kept
-            out, m = run(s, lr, seeds_of[s][0], "tune")
-            if verbose: print(f"{s:>15s}  lr {lr:<8g} seed {seeds_of[s][0]}  val {out['val_accuracy']:.4f}  (tuning)", flush=True)
-            if best is None or out["val_accuracy"] > best["val_accuracy"]: best, best_model = out, m
-            del m; trim_memory()
-        ev = evaluate(best_model, te, tokenizer=tok)   # the test split, scored only for the runs that count
-        best.update(chosen=True, accuracy=ev["accuracy"], macro_f1=ev["macro_f1"]); say(best); best_model = None; trim_memory()
-        for seed in seeds_of[s][1:]:
-            out, m = run(s, best["lr"], seed, "repeat"); say(out); del m; trim_memory()
+    for s in strategies: _tune_and_repeat(s, lr_grid[s], seeds_of[s], run, S, verbose)
     df = pd.DataFrame(rows)
-    df.attrs.update(n_train=len(tr), n_val=len(va), n_test=len(te), epochs=epochs)
+    df.attrs.update(n_train=len(S.train), n_val=len(S.val), n_test=len(S.test), epochs=epochs)
     return df
 
 # %% ../nbs/30_full_finetune.ipynb #1bbf7230
@@ -515,9 +552,13 @@ CONFIG_FILE = "ftlab_config.json"
 def save_finetuned(model,      # a fine-tuned classifier, plain or `peft`
                    tokenizer,
                    path,       # the directory to write (replaced atomically)
-                   **config) -> Path:  # what to record in `ftlab_config.json` (strategy, label names, metrics, ...)
-    "Save `model` (plain or `peft`) and `tokenizer` to `path` with `ftlab_config.json` holding `config`."
+                   label_names=None,   # the class names: the model's `id2label`/`label2id` (what `pipeline` shows), and recorded
+                   **config) -> Path:  # what to record in `ftlab_config.json` (strategy, metrics, ...)
+    "Save `model` (plain or `peft`) and `tokenizer` to `path` with `ftlab_config.json` holding `config`; `label_names` name the classes."
     adapter = hasattr(model, "peft_config")
+    if label_names is not None:   # a `peft` model's `config` is its base model's
+        model.config.id2label = dict(enumerate(label_names)); model.config.label2id = {n: i for i, n in enumerate(label_names)}
+        config = dict(config, label_names=list(label_names))
     config = dict(config, adapter=adapter, num_labels=int(getattr(model, "config", None).num_labels if hasattr(model, "config") else config.get("num_labels", 2)))
     path = save_model(model, path, tokenizer)
     (Path(path)/CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
@@ -533,7 +574,7 @@ def load_finetuned(path) -> tuple:
         base, _ = load_encoder(cfg.get("base_model", "encoder"), num_labels=cfg["num_labels"])
         model = PeftModel.from_pretrained(base, path)
     else: model, _ = load_encoder(str(path), num_labels=cfg["num_labels"])
-    return model.eval(), AutoTokenizer.from_pretrained(path), cfg
+    return model.eval(), load_tokenizer(str(path)), cfg
 
 def text_logits(model, tokenizer, texts, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
     "Logits of `model` for a list of raw `texts` (tokenized here; the engine's `predict_logits`, eval mode, no gradient)."
