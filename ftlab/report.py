@@ -87,7 +87,7 @@ def leaderboard(rows: pd.DataFrame,       # `long_rows`
     chosen = {m: "-" if x.tuned_knob == "-" else f"{x.tuned_knob}={x.tuned_value:g}" + (" (IW)" if m in REGISTRY and REGISTRY[m].kind == "domain" else "")
               for m, x in first.iterrows()}
     f1 = rows[rows.metric == "macro_f1"].groupby("method").value.mean()
-    out = [dict(strategy=m, n_seeds=int(x.n), **{metric: x["mean"], "lo": x.lo, "hi": x.hi}, macro_f1=f1.get(m, np.nan),
+    out = [dict(strategy=m, n_seeds=int(x.n), **{"macro_f1": f1.get(m, np.nan), metric: x["mean"], "lo": x.lo, "hi": x.hi},
                 gap_to_best=dd.get(m, {}).get("estimate", 0.0), p_holm=dd.get(m, {}).get("p_holm", np.nan),
                 p_tost_holm=ee.get(m, {}).get("p_holm", np.nan), tier=_tier(best, m, dd.get(m, {}), ee.get(m, {}), alpha),
                 why=dd.get(m, {}).get("why", "") or "", tuned=chosen[m], **cost.loc[m].to_dict(), chapter=REGISTRY[m].chapter if m in REGISTRY else "")
@@ -120,6 +120,8 @@ _MD_COLS = dict(rank="#", strategy="strategy", ci="accuracy (95% CI)", gap="gap 
                 tuned="tuned", steps="steps", train_s="train s", train_flops="train FLOPs", trainable_params="trainable params",
                 peak_mem_mb="peak MB", infer_ms="infer ms/ex", infer_flops="infer FLOPs/ex", iw_ess="IW ESS", pareto="Pareto")
 
+_METRIC_NAMES = dict(accuracy="accuracy", macro_f1="macro-F1")
+
 def display_table(lb: pd.DataFrame) -> pd.DataFrame:
     "The leaderboard formatted for reading: interval as `mean [lo, hi]`, gap and p rounded, costs with units."
     m = lb.attrs.get("metric", "accuracy")
@@ -136,7 +138,7 @@ def display_table(lb: pd.DataFrame) -> pd.DataFrame:
     if "iw_ess" in lb and lb.iw_ess.notna().any():   # the effective sample size of the weights that chose a domain strategy's knob, of n_val rows
         t.insert(t.columns.get_loc("tuned") + 1, "iw_ess", [("" if pd.isna(e) else f"{e:.0f} of {v:.0f}") for e, v in zip(lb.iw_ess, lb.get("n_val", lb.iw_ess))])
     if "pareto" in lb: t["pareto"] = lb.pareto.map({True: "yes", False: ""})
-    return t.rename(columns=_MD_COLS)
+    return t.rename(columns=_MD_COLS | dict(ci=f"{_METRIC_NAMES.get(m, m)} (95% CI)"))
 
 # %% ../nbs/91b_report.ipynb #6f6f9e61
 def _settings_text(meta: dict) -> str:
@@ -188,10 +190,11 @@ def write_outputs(out: Path, rows: pd.DataFrame, lb: pd.DataFrame, meta: dict, l
 # %% ../nbs/91b_report.ipynb #ab043d87
 def show_leaderboard(out,                       # a compare's output folder (with `leaderboard.csv`)
                      dataset: str | None = None, # which dataset's rows (default: the training data; with --target, its name)
-                     margin: float = 0.02):
-    "The leaderboard of a finished compare as Markdown, each strategy linked to the chapter notebook that teaches it."
+                     margin: float = 0.02,
+                     metric: str = "accuracy"):  # or "macro_f1": on a skewed class balance accuracy mostly restates the majority rate
+    "The leaderboard of a finished compare as Markdown, ranked by `metric`, each strategy linked to the chapter notebook that teaches it."
     from IPython.display import Markdown
-    rows = pd.read_csv(Path(out)/"leaderboard.csv"); lb = leaderboard(rows, margin=margin, dataset=dataset)
+    rows = pd.read_csv(Path(out)/"leaderboard.csv"); lb = leaderboard(rows, metric=metric, margin=margin, dataset=dataset)
     t = display_table(lb)
     t["strategy"] = [s if REGISTRY[s].chapter == "-" else f"[{s}]({REGISTRY[s].chapter}.ipynb)" for s in lb.strategy]
     return Markdown(t.to_markdown(index=False))
