@@ -7,7 +7,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/engine.html.md"""
 # %% ../nbs/01_engine.ipynb #acd1fe06
 from __future__ import annotations
 import contextlib, math, shutil, time, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,8 @@ from .inference import _check_eval
 from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'fit', 'add_lm_labels']
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'Batching', 'fit_kwargs',
+           'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
@@ -272,6 +273,46 @@ def _logging(flat: dict, logging: Logging | None) -> Logging:
     "`fit`'s logging settings: `logging`, or the deprecated `log_every=`, `progress=`, `plot=` (popped from `flat`), with a warning that says what to write."
     return _regroup(flat, logging, Logging, "logging", _FLAT_LOG)
 
+# %% ../nbs/01_engine.ipynb #c01bat01
+@dataclass
+class Batching:
+    "How `fit` turns rows into batches: the collator (default `Collator(tokenizer)`) and whether similar lengths share a batch."
+    tokenizer: object = None             # its pad id pads the default `Collator` (evaluation uses it too)
+    collate_fn: Callable | None = None   # custom collator, `collate_fn(rows) -> batch`, for the training data and its streams
+    group_by_length: bool = True         # batch similar lengths together within shuffled mega-batches (less padding)
+
+    def collator(self) -> Callable:
+        "The collator the run uses: `collate_fn`, or a `Collator` padding with the tokenizer's pad id."
+        return self.collate_fn or Collator(self.tokenizer)
+
+_FLAT_BATCH = {k: k for k in Batching.__dataclass_fields__}
+
+def _batching(flat: dict, batching: Batching | None) -> Batching:
+    "`fit`'s batching settings: `batching`, or the flat `tokenizer=`, `collate_fn=`, `group_by_length=` (popped from `flat`; no warning: every chapter passes them)."
+    b = {k: flat.pop(k) for k in _FLAT_BATCH if k in flat}
+    if b and batching is not None: raise ValueError(f"fit: pass batching=Batching(...) or {sorted(b)}, not both.")
+    return batching if batching is not None else Batching(**b)
+
+
+# %% ../nbs/01_engine.ipynb #c01fkw01
+_GROUPS = dict(optimization=(Optimization, _FLAT_OPT, True), logging=(Logging, _FLAT_LOG, True),   # arg: (group, flat name → field, flat deprecated)
+               evaluation=(Evaluation, _FLAT_EVAL, False), batching=(Batching, _FLAT_BATCH, False))
+
+def fit_kwargs(kw: dict,                      # the keywords a wrapper's caller passed on for `fit` (left unchanged)
+               defaults: dict | None = None,  # the wrapper's defaults, by flat name: `dict(progress=False, plot=False)`
+               **fixed) -> dict:              # the wrapper's own settings, by flat name (`warmup=0.1`): they replace the caller's
+    "`fit`'s keywords: the caller's `kw`, the wrapper's `defaults` where the caller set neither the setting nor its group, `fixed` replacing the setting in the caller's group (or a new one)."
+    kw, defaults = dict(kw), defaults or {}
+    for arg, (cls, names, deprecated) in _GROUPS.items():
+        d, f = {k: v for k, v in defaults.items() if k in names}, {k: v for k, v in fixed.items() if k in names}
+        if not (d or f): continue
+        if kw.get(arg) is not None: kw[arg] = replace(kw[arg], **{names[k]: v for k, v in f.items()})   # the caller's group: defaults stay out
+        elif deprecated and not any(k in kw for k in names): kw[arg] = cls(**{names[k]: v for k, v in (d | f).items()})
+        else: kw |= {k: v for k, v in d.items() if k not in kw} | f   # beside the caller's flat spellings (or flat, not deprecated)
+    plain = lambda s: {k: v for k, v in s.items() if not any(k in names for _, names, _ in _GROUPS.values())}
+    return {**plain(defaults), **kw, **plain(fixed)}
+
+
 # %% ../nbs/01_engine.ipynb #c01run01
 def _callbacks(logging: Logging, callbacks) -> list:
     "A run's callbacks in hook order: the progress bar, the live plot (default: in notebooks), as `logging` asks; the caller's."
@@ -445,27 +486,26 @@ def fit(model,                            # a `transformers` model or any module
         callbacks=(),                     # extra `Callback`s, e.g. `Checkpointing(output_dir, save_every=100)`, `EarlyStopping()`
         evaluation: Evaluation | None = None,  # how often and how to evaluate on `eval_ds` (default `Evaluation()`: each epoch)
         logging: Logging | None = None,   # how often to log the training loss, progress bar, live plot (default `Logging()`)
+        batching: Batching | None = None, # the tokenizer (its pad id), a custom collator, grouping by length (default `Batching()`)
         seed: int = 0,                    # seeds python/numpy/torch and the data order of every stream
-        group_by_length: bool = True,     # batch similar lengths together within shuffled mega-batches (less padding)
-        tokenizer=None,                   # used for the pad id of the default `Collator`
-        collate_fn=None,                  # custom collator
         precision: str = "auto",          # 'auto' (bf16 where it is faster: see `resolve_precision`), 'fp32', 'bf16', 'fp16'
-        **flat,                           # the flat spellings chapters pass: eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); deprecated: weight_decay, param_groups, optimizer, scheduler, warmup, grad_accum, max_grad_norm (→ `Optimization`), log_every, progress, plot (→ `Logging`), mixed_precision (→ `precision`)
+        **flat,                           # the flat spellings chapters pass: tokenizer, collate_fn, group_by_length (→ `Batching`); eval_every, eval_batch_size, metrics, predict_fn (→ `Evaluation`); output_dir, save_every, save_total_limit, resume_from (→ `Checkpointing`); deprecated: weight_decay, param_groups, optimizer, scheduler, warmup, grad_accum, max_grad_norm (→ `Optimization`), log_every, progress, plot (→ `Logging`), mixed_precision (→ `precision`)
         ) -> FitResult:
     "Train `model` (and any extra `modules`) on `train_ds` and the auxiliary `streams`; evaluate on `eval_ds`; return a `FitResult`."
     precision = _renamed_precision(precision, flat.pop("mixed_precision", None), "fit")   # `mixed_precision=`: its old name (a warning)
-    o, lg, (evaluation, callbacks) = _optimization(flat, optimization), _logging(flat, logging), _grouped(flat, evaluation, callbacks)
+    o, lg, b = _optimization(flat, optimization), _logging(flat, logging), _batching(flat, batching)
+    evaluation, callbacks = _grouped(flat, evaluation, callbacks)
     _check_args(train_ds, batch_size, lr, epochs, max_steps, o.grad_accum, task, loss_fn, streams, modules, frozen)
     if (ck := _checkpointing(callbacks)) is not None: ck.check()
-    seed_everything(seed); acc, used, collate = get_accelerator(precision), resolve_precision(precision), collate_fn or Collator(tokenizer)
+    seed_everything(seed); acc, used, collate = get_accelerator(precision), resolve_precision(precision), b.collator()
     cols = columns(train_ds); lens = lengths(cols); check_data(cols, task, model); _check_eval_data(eval_ds, cols, task, model)
-    plans = {k: _StreamPlan(k, _as_stream(s), seed, batch_size, collate, group_by_length) for k, s in (streams or {}).items()}
+    plans = {k: _StreamPlan(k, _as_stream(s), seed, batch_size, collate, b.group_by_length) for k, s in (streams or {}).items()}
     steps_per_epoch, total, n_epochs = _plan(lens, batch_size, seed, o.grad_accum, epochs, max_steps)
     with _prepared(acc, model, modules or {}, _build_optimizer(model, modules or {}, lr, o.weight_decay, o.param_groups, o.optimizer)) as (model, extra, opt):
         state = TrainState(model, opt, make_scheduler(opt, o.scheduler, total, o.warmup), acc, total, steps_per_epoch, n_epochs, modules=extra,
                            seed=seed, frozen={k: m.to(acc.device).eval().requires_grad_(False) for k, m in (frozen or {}).items()})
         run = _Run(state, _callbacks(lg, callbacks), collate, cols, lens, plans, loss_fn or default_loss, batch_size=batch_size, task=task,
-                   group_by_length=group_by_length, optimization=o, logging=lg, evaluation=evaluation, eval_ds=eval_ds, tokenizer=tokenizer, checkpoints=ck)
+                   group_by_length=b.group_by_length, optimization=o, logging=lg, evaluation=evaluation, eval_ds=eval_ds, tokenizer=b.tokenizer, checkpoints=ck)
         run.train()
     return run.result(used)
 
