@@ -30,10 +30,10 @@ def parse_duration(s: str) -> float:  # e.g. '90s', '10m', '1.5h', or plain seco
 def calibrate(pool: Pool) -> dict:
     "Seconds to load and set up a run, and per optimizer step of full fine-tuning here (a 1-step and a 3-step fit after a warm-up)."
     from ftlab.assets import load_encoder
-    from ftlab.engine import fit
+    from ftlab.engine import Logging, fit
     sp = seed_split(pool.df, 0)
     t = time.perf_counter(); m, _ = load_encoder(pool.model, num_labels=len(pool.names)); load_s = time.perf_counter() - t
-    kw = dict(batch_size=pool.batch_size, lr=1e-5, progress=False, plot=False, tokenizer=pool.tok); tr = pool.ds.select(sp["train"])
+    kw = dict(batch_size=pool.batch_size, lr=1e-5, logging=Logging(progress=False, plot=False), tokenizer=pool.tok); tr = pool.ds.select(sp["train"])
     fit(m, tr, None, max_steps=1, **kw)        # warm-up: a process's first fit pays once (precision probe, accelerator)
     t = time.perf_counter(); fit(m, tr, None, max_steps=1, **kw); one = time.perf_counter() - t
     t = time.perf_counter(); fit(m, tr, None, max_steps=3, **kw); step_s = max((time.perf_counter() - t - one) / 2, 1e-3)
@@ -79,11 +79,12 @@ def plan(strategies, seeds: int, pool: Pool, cal: dict, budget_s: float | None =
 def _step_seconds(name: str, pool: Pool) -> float:
     "Seconds per optimizer step of fine-tuning strategy `name` here: a 3-step minus a 1-step fit, each on a fresh encoder."
     from ftlab.compare import _encoder
+    from ftlab.engine import Logging
     from ftlab.finetune import STRATEGIES
     tr = pool.ds.select(seed_split(pool.df, 0)["train"]); ts = []
     for n in (1, 3):
         m = _encoder(pool, 0); t = time.perf_counter()
-        STRATEGIES[name](m, tr, None, tokenizer=pool.tok, lr=1e-5, max_steps=n, batch_size=pool.batch_size, progress=False, plot=False)
+        STRATEGIES[name](m, tr, None, tokenizer=pool.tok, lr=1e-5, max_steps=n, batch_size=pool.batch_size, logging=Logging(progress=False, plot=False))
         ts.append(time.perf_counter() - t)
     return max((ts[1] - ts[0]) / 2, 1e-4)
 

@@ -113,7 +113,8 @@ def _scored(model, pool, sp, **extra) -> dict:
     return dict(preds={k: v[0] for k, v in out.items()}, infer_ms=out["test"][1], pred_s=time.perf_counter() - t, **extra)
 
 def _fit_kw(value, pool, name, seed) -> dict:
-    return dict(lr=value, max_steps=pool.steps_of(name), batch_size=pool.batch_size, seed=seed, progress=False, plot=False,
+    from ftlab.engine import Logging
+    return dict(lr=value, max_steps=pool.steps_of(name), batch_size=pool.batch_size, seed=seed, logging=Logging(progress=False, plot=False),
                 callbacks=list(pool.callbacks))
 
 def _encoder(pool, seed):

@@ -18,7 +18,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .engine import EarlyStopping, FitResult, classification_metrics, evaluate, features, fit, param_groups, seed_everything
+from .engine import EarlyStopping, FitResult, classification_metrics, evaluate, features, fit, fit_kwargs, param_groups, seed_everything
 from .stats import mean_ci, paired_seeds
 
 # %% auto #0
@@ -147,11 +147,13 @@ def budget_finetune(model,                        # the model to train (e.g. `fr
                     **fit_kw) -> FitResult:       # anything else `fit` takes (warmup, weight_decay, eval_every, ...)
     "A strategy: fine-tune all of `model` for `max(min_steps, epochs · len(train_ds) / batch_size)` steps with `fit` (early-stopped on `eval_ds` with `patience`)."
     steps = max(min_steps, math.ceil(epochs * len(train_ds) / batch_size))
-    kw = dict(progress=False, plot=False) | fit_kw
+    kw = fit_kwargs(fit_kw, dict(progress=False, plot=False))
     if patience is not None:
         if eval_ds is None: raise ValueError("budget_finetune: patience needs an eval_ds (a validation set) to watch.")
         kw["callbacks"] = [*kw.get("callbacks", ()), EarlyStopping("accuracy", patience=patience, restore_best=True)]
-    if head_lr is not None: kw["param_groups"] = head_param_groups(model, lr, head_lr, kw.get("weight_decay", 0.01))
+    if head_lr is not None:   # the caller's weight decay, flat or in its `optimization=`
+        wd = kw.get("weight_decay", getattr(kw.get("optimization"), "weight_decay", 0.01))
+        kw = fit_kwargs(kw, param_groups=head_param_groups(model, lr, head_lr, wd))
     return fit(model, train_ds, eval_ds, max_steps=steps, batch_size=batch_size, lr=lr, seed=seed, **kw)
 
 # %% ../nbs/10_concepts.ipynb #e9164b14

@@ -368,9 +368,11 @@ def dapt(encoder,                     # the encoder to adapt, in place (a `trans
          heldout=None,                # masked held-out batches (`ftlab.mlm.fixed_masks`): their loss is measured before and after
          **fit_kw) -> dict:           # more `fit` arguments
     "Domain-adaptive pretraining of `encoder` on `target_text` (the self-supervised chapter's recipe); both stages' `FitResult`s and the held-out masked-LM loss before and after."
+    from ftlab.engine import fit_kwargs
     head = tied_mlm_head(encoder, seed)
     kw = dict(batch_size=batch_size, seed=seed, **fit_kw)
-    warm = continue_pretraining(encoder, head, target_text, tokenizer, train_encoder=False, steps=head_steps, lr=head_lr, scheduler="constant", **kw)
+    warm = continue_pretraining(encoder, head, target_text, tokenizer, train_encoder=False, steps=head_steps, lr=head_lr,
+                                **fit_kwargs(kw, scheduler="constant"))
     before = heldout_mlm_loss(encoder, head, heldout) if heldout is not None else None
     mlm = continue_pretraining(encoder, head, target_text, tokenizer, steps=steps, lr=lr, **kw)
     after = heldout_mlm_loss(encoder, head, heldout) if heldout is not None else None

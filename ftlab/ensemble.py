@@ -85,7 +85,8 @@ def train_member(strategy: str,                # a name in `ftlab.finetune.STRAT
         model.load_state_dict(load_file(d / "weights.safetensors"))
         model.member_info = json.loads((d / "member.json").read_text()) | dict(cached=True, dir=str(d))
         return model.eval()
-    r = get_strategy(strategy)(model, train_ds, None, seed=seed, tokenizer=tokenizer, progress=False, plot=False, **settings)
+    from ftlab.engine import fit_kwargs
+    r = get_strategy(strategy)(model, train_ds, None, seed=seed, tokenizer=tokenizer, **fit_kwargs(settings, dict(progress=False, plot=False)))
     m = r.model.merge_and_unload() if hasattr(r.model, "merge_and_unload") else r.model
     info = dict(strategy=strategy, seed=seed, key=key, train_time_s=round(r.train_time_s, 2), steps=r.steps, settings=settings)
     if d is not None:
@@ -173,9 +174,10 @@ def train_top(start: TopOnHidden,   # the starting model (copied, never changed)
               *, lr: float, seed: int, epochs: float = 1, batch_size: int = 16, warmup: float = 0.1,
               **fit_kw) -> TopOnHidden:   # anything else `fit` takes
     "Fine-tune a copy of `start` (its blocks and head) on `cache` with `fit`; the result's `member_info` says how."
+    from ftlab.engine import fit_kwargs
     m = copy.deepcopy(start)
-    r = fit(m, cache.rows, None, lr=lr, epochs=epochs, batch_size=batch_size, warmup=warmup, seed=seed, collate_fn=cache,
-            group_by_length=False, progress=False, plot=False, **fit_kw)
+    r = fit(m, cache.rows, None, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+            **fit_kwargs(fit_kw, dict(progress=False, plot=False), warmup=warmup, collate_fn=cache, group_by_length=False))
     m.member_info = dict(lr=lr, seed=seed, steps=r.steps, train_time_s=round(r.train_time_s, 3))
     return m.eval()
 

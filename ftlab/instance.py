@@ -189,13 +189,13 @@ def union_finetune(model,                 # the base model (restored exactly aft
                    tokenizer=None,
                    **fit_kw) -> dict:     # `fit` arguments (lr, epochs or max_steps, batch_size, seed, ...)
     "Fine-tune `scope` of `model` once with `fit` on the union of all queries' `k` neighbours; the queries' logits; restore `model`."
-    from ftlab.engine import fit, predict_logits
+    from ftlab.engine import fit, fit_kwargs, predict_logits
     rows = union_of_neighbours(neighbours, k); names = scope_names(model, scope)
     ps = dict(model.named_parameters()); flags = {n: p.requires_grad for n, p in ps.items()}
     snap, t, was = snapshot(model, names), time.perf_counter(), model.training
     try:
         for n, p in ps.items(): p.requires_grad_(n in snap); p.grad = None   # fit's first step must not add to old gradients
-        r = fit(model, pool.select(rows), tokenizer=tokenizer, progress=False, plot=False, **fit_kw)
+        r = fit(model, pool.select(rows), tokenizer=tokenizer, **fit_kwargs(fit_kw, dict(progress=False, plot=False)))
         logits = predict_logits(model, queries.remove_columns([c for c in ("labels",) if c in queries.column_names]), tokenizer=tokenizer)
     finally:
         restore(model, snap); model.train(was)

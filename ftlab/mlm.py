@@ -13,7 +13,7 @@ __all__ = ['maskable_positions', 'continuation_pieces', 'word_ids_from_pieces', 
 import copy, math, warnings
 import torch
 import torch.nn as nn
-from .engine import Collator, eval_mode, fit
+from .engine import Collator, eval_mode, fit, fit_kwargs
 from .losses import combined_loss, masked_lm_loss
 
 # %% ../nbs/40_self_supervised.ipynb #0c0fe044
@@ -205,8 +205,8 @@ def continue_pretraining(model,                    # the encoder to adapt (its p
         for p in model.parameters(): p.requires_grad_(False)
     try:
         return fit(model, corpus, loss_fn=lambda m, b, s: mlm_loss(m, s.modules["mlm_head"], b), modules={"mlm_head": head},
-                   collate_fn=MaskingCollator(tokenizer), max_steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                   progress=False, plot=False, **kw)
+                   max_steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                   **fit_kwargs(kw, dict(progress=False, plot=False), collate_fn=MaskingCollator(tokenizer)))
     finally:
         for n, p in model.named_parameters(): p.requires_grad_(grad[n])
 
