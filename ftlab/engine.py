@@ -293,7 +293,6 @@ def _batching(flat: dict, batching: Batching | None) -> Batching:
     if b and batching is not None: raise ValueError(f"fit: pass batching=Batching(...) or {sorted(b)}, not both.")
     return batching if batching is not None else Batching(**b)
 
-
 # %% ../nbs/01_engine.ipynb #c01fkw01
 _GROUPS = dict(optimization=(Optimization, _FLAT_OPT, True), logging=(Logging, _FLAT_LOG, True),   # arg: (group, flat name → field, flat deprecated)
                evaluation=(Evaluation, _FLAT_EVAL, False), batching=(Batching, _FLAT_BATCH, False))
@@ -311,7 +310,6 @@ def fit_kwargs(kw: dict,                      # the keywords a wrapper's caller 
         else: kw |= {k: v for k, v in d.items() if k not in kw} | f   # beside the caller's flat spellings (or flat, not deprecated)
     plain = lambda s: {k: v for k, v in s.items() if not any(k in names for _, names, _ in _GROUPS.values())}
     return {**plain(defaults), **kw, **plain(fixed)}
-
 
 # %% ../nbs/01_engine.ipynb #c01run01
 def _callbacks(logging: Logging, callbacks) -> list:
