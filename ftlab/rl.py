@@ -7,8 +7,8 @@ Docs: https://ftlab.github.io/ftlab/nbs/rl.html.md"""
 # %% auto #0
 __all__ = ['FROZENLAKE_ARROWS', 'CLIFFWALKING_ARROWS', 'LORA_TARGETS', 'ALGOS', 'q_update', 'q_learning', 'run_greedy',
            'policy_grid', 'keep_layers', 'lora_policy', 'Rollout', 'generate', 'token_logprobs', 'vader_reward',
-           'classifier_reward', 'kl_rewards', 'gae', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead', 'RLResult', 'PPO',
-           'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
+           'classifier_reward', 'kl_rewards', 'gae', 'masked_mean', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead',
+           'RLResult', 'PPO', 'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
 
 # %% ../nbs/50_rl.ipynb #065cc96f
 import math, copy, shutil, time
@@ -207,15 +207,20 @@ def gae(rewards: torch.Tensor,  # `(B, T)` per-token rewards
         adv[:, t] = running
     return adv, (adv + values) * mask
 
-# %% ../nbs/50_rl.ipynb #2c4367a2
-def _masked_mean(x, mask): return (x * mask).sum() / mask.sum().clamp(min=1)
+# %% ../nbs/50_rl.ipynb #c50mm001
+def masked_mean(x: torch.Tensor,      # values, any shape
+                mask: torch.Tensor):  # 1 (or True) where `x` counts, 0 elsewhere; broadcasts against `x`
+    "Mean of `x` over the positions where `mask` is set, 0 when none is: `sum(x * mask) / max(1, sum(mask))`, both over the broadcast shape."
+    m = torch.broadcast_to(mask, torch.broadcast_shapes(x.shape, mask.shape))
+    return (x * m).sum() / m.sum().clamp(min=1)
 
+# %% ../nbs/50_rl.ipynb #2c4367a2
 def reinforce_loss(logp: torch.Tensor,        # `(B, T)` log-probs of the sampled tokens (with gradient)
                    advantages: torch.Tensor,  # `(B,)` per completion or `(B, T)` per token
                    mask: torch.Tensor):       # `(B, T)` completion mask
     "REINFORCE's loss `-mean(A * log π)` over the completion tokens."
     if advantages.dim() == 1: advantages = advantages[:, None].expand_as(logp)
-    return -_masked_mean(advantages.detach() * logp, mask)
+    return -masked_mean(advantages.detach() * logp, mask)
 
 def ppo_clip_loss(logp: torch.Tensor,         # `(B, T)` log-probs under the policy being trained (with gradient)
                   old_logp: torch.Tensor,     # `(B, T)` log-probs when the batch was sampled
@@ -227,10 +232,10 @@ def ppo_clip_loss(logp: torch.Tensor,         # `(B, T)` log-probs under the pol
     adv = advantages.detach()
     log_ratio = logp - old_logp.detach(); ratio = log_ratio.exp()
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    loss = -_masked_mean(surrogate, mask)
+    loss = -masked_mean(surrogate, mask)
     with torch.no_grad():
-        stats = dict(clipfrac=_masked_mean(((ratio - 1).abs() > clip).float(), mask),
-                     approx_kl=_masked_mean(kl_estimate(old_logp.detach(), logp.detach(), "k3"), mask))
+        stats = dict(clipfrac=masked_mean(((ratio - 1).abs() > clip).float(), mask),
+                     approx_kl=masked_mean(kl_estimate(old_logp.detach(), logp.detach(), "k3"), mask))
     return loss, stats
 
 # %% ../nbs/50_rl.ipynb #535c5f9c
@@ -309,7 +314,7 @@ class RLRun:
 def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts)] if with_prompt else ro.texts
 
 def _whiten(a, mask):
-    m = _masked_mean(a, mask); v = _masked_mean((a - m) ** 2, mask)
+    m = masked_mean(a, mask); v = masked_mean((a - m) ** 2, mask)
     return (a - m) * torch.rsqrt(v + 1e-8) * mask
 
 @torch.no_grad()
@@ -336,7 +341,7 @@ def _update(run: RLRun, ro, t: dict, algo, value, ppo: PPO, temperature) -> tupl
     with acc.autocast():
         if value is not None:
             logp, h = token_logprobs(policy, ro, temperature, hidden=True)
-            vloss = 0.5 * _masked_mean((value(h) - t["returns"]) ** 2, mask)
+            vloss = 0.5 * masked_mean((value(h) - t["returns"]) ** 2, mask)
         else: logp, vloss = token_logprobs(policy, ro, temperature), torch.zeros((), device=acc.device)
     if algo == "reinforce": loss, logs = reinforce_loss(logp, t["adv"], mask), {}
     else: loss, logs = ppo_clip_loss(logp, t["old_logp"], t["adv"], mask, ppo.clip)

@@ -47,6 +47,25 @@ def test_kl_rewards_and_gae_by_hand():
     assert a[0, 2] == 0 and a[0, 1] == pytest.approx(-0.4)   # nothing after the mask: V = 0, reward masked
 
 
+def _mean_of_selected(x, m):
+    "The reference: the plain mean of the entries the (broadcast) mask selects, 0 if it selects none."
+    shape = torch.broadcast_shapes(x.shape, m.shape)
+    sel = torch.broadcast_to(x, shape)[torch.broadcast_to(m, shape).bool()]
+    return sel.mean() if sel.numel() else torch.zeros(())
+
+
+@pytest.mark.parametrize("mask", [[[1., 1., 0.], [1., 0., 0.]], [[True, False, True], [False, False, True]], [[0., 0., 0.], [0., 0., 0.]],
+                                  [[False] * 3] * 2, [[1.], [0.]], [1., 0., 1.], [[1.], [1.]]],
+                         ids=["float", "bool", "empty", "empty-bool", "row-flags", "column-flags", "all-rows"])
+def test_masked_mean_against_reference(mask):
+    x, m = torch.tensor([[1., 2., 3.], [4., 5., 6.]], requires_grad=True), torch.tensor(mask)
+    got = rl.masked_mean(x, m)
+    torch.testing.assert_close(got, _mean_of_selected(x, m).to(got.dtype))
+    got.backward(); assert torch.isfinite(x.grad).all()   # an empty mask: 0 and a zero gradient, no nan
+    # the values broadcast too: two rows of one value each over a (2, 3) mask is (1+1+3+3)/4
+    assert rl.masked_mean(torch.tensor([[1.], [3.]]), torch.tensor([[1., 1., 0.], [0., 1., 1.]])).item() == 2.0
+
+
 def test_ppo_clip_by_hand_and_on_policy_equals_reinforce():
     old = torch.zeros(1, 4, dtype=torch.float64)
     new = torch.tensor([[0.3, -0.3, 0.1, -0.1]], dtype=torch.float64, requires_grad=True)
