@@ -358,6 +358,30 @@ def _check_rl_args(algo, prompts, moved: dict):
     if algo not in ALGOS: raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}.")
     if not prompts: raise ValueError("rl_train needs training prompts.")
 
+def _rl_run(policy, ref, algo, ppo: PPO, lr, steps, max_grad_norm, seed, progress, checkpoints) -> tuple:
+    "Seed everything, put the models on the accelerator's device, build the critic ('ppo_gae') and the `RLRun`, resume a checkpoint: `(run, value_head, epochs)`."
+    if checkpoints is not None: checkpoints.check()
+    seed_everything(seed)
+    acc = get_accelerator(); dev = acc.device
+    policy.to(dev); ref.to(dev).eval().requires_grad_(False)
+    value = None if algo != "ppo_gae" else (ppo.value_head if ppo.value_head is not None else ValueHead(policy.config.hidden_size)).to(dev)
+    n_epochs = 1 if algo == "reinforce" else ppo.epochs
+    run = RLRun(policy, acc, lr, steps, opt_steps=steps * n_epochs, modules={"value": value} if value is not None else {},
+                module_lr=ppo.value_lr, max_grad_norm=max_grad_norm, seed=seed, progress=progress)
+    if checkpoints is not None and checkpoints.resume_from is not None: run.resume(checkpoints.resume_from)
+    return run, value, n_epochs
+
+def _prompt_order(n_prompts: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
+    "Prompt indices for `steps` batches: every prompt as often as the others (±1), in a seeded random order (a resumed run gets the same)."
+    return np.random.default_rng(seed).permutation(np.resize(np.arange(n_prompts), steps * batch_size + n_prompts))
+
+def _step_row(scores, t: dict, loss, vloss, logs: dict) -> dict:
+    "One RL step's history row: mean reward, mean sequence KL (the reward's estimator and k3), the losses, completion length, PPO's diagnostics."
+    mask = t["mask"]
+    return dict(split="train", reward=scores.mean().item(), kl=t["kl"].sum(-1).mean().item(),
+                kl_k3=(kl_estimate(t["old_logp"], t["ref_logp"], "k3") * mask).sum(-1).mean().item(),
+                loss=loss.item(), value_loss=vloss.item(), tokens=mask.sum(-1).mean().item(), **{k: float(x) for k, x in logs.items()})
+
 def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `ref`), the frozen reference, the tokenizer
              prompts: list,                  # training prompts (cycled in a seeded order)
              reward_fn,                      # `reward_fn(texts) -> (B,) tensor`
@@ -378,25 +402,15 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
              **moved) -> RLResult:           # the keywords `ppo` and `checkpoints` replaced: an error that says what to write
     "Train `policy` against `reward_fn` with a KL penalty to `ref` by REINFORCE or PPO; the loop written out."
     _check_rl_args(algo, prompts, moved); ppo = ppo or PPO()
-    if checkpoints is not None: checkpoints.check()
-    seed_everything(seed)
-    acc = get_accelerator(); dev = acc.device
-    policy.to(dev); ref.to(dev).eval().requires_grad_(False)
-    value = None if algo != "ppo_gae" else (ppo.value_head if ppo.value_head is not None else ValueHead(policy.config.hidden_size)).to(dev)
-    n_epochs = 1 if algo == "reinforce" else ppo.epochs
-    run = RLRun(policy, acc, lr, steps, opt_steps=steps * n_epochs, modules={"value": value} if value is not None else {},
-                module_lr=ppo.value_lr, max_grad_norm=max_grad_norm, seed=seed, progress=progress)
-    if checkpoints is not None and checkpoints.resume_from is not None: run.resume(checkpoints.resume_from)
-    rng = np.random.default_rng(seed); order = rng.permutation(np.resize(np.arange(len(prompts)), steps * batch_size + len(prompts)))
+    run, value, n_epochs = _rl_run(policy, ref, algo, ppo, lr, steps, max_grad_norm, seed, progress, checkpoints)
+    order, acc = _prompt_order(len(prompts), steps, batch_size, seed), run.state.accelerator
     run.start()
     while (i := run.state.step) < steps:
         ro = generate(policy, tok, [prompts[j] for j in order[i * batch_size:(i + 1) * batch_size]], max_new_tokens, temperature, seed=seed * 100_003 + i)
-        scores = reward_fn(_scored(ro, with_prompt)).to(dev).float()
-        t = _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc); mask = t["mask"]
+        scores = reward_fn(_scored(ro, with_prompt)).to(acc.device).float()
+        t = _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc)
         for _ in range(n_epochs): loss, vloss, logs = _update(run, ro, t, algo, value, ppo, temperature)
-        run.record(split="train", reward=scores.mean().item(), kl=t["kl"].sum(-1).mean().item(),
-                   kl_k3=(kl_estimate(t["old_logp"], t["ref_logp"], "k3") * mask).sum(-1).mean().item(),
-                   loss=loss.item(), value_loss=vloss.item(), tokens=mask.sum(-1).mean().item(), **{k: float(x) for k, x in logs.items()})
+        run.record(**_step_row(scores, t, loss, vloss, logs))
         run.save(checkpoints)
     return run.finish(value)
 

@@ -114,6 +114,39 @@ def test_rl_train_runs_each_variant(tiny, algo):
     assert res.history.kl.iloc[0] == pytest.approx(0.0, abs=1e-5)
 
 
+# rl_train's numbers, frozen when its body became named steps (issue 33: "numbers unchanged"): the sha256 of the history
+# and the trained adapters (and critic) of a 3-step run per algorithm on the tiny Llama. Floats reproduce bit for bit only
+# on the same CPU, libraries and training precision (`resolve_precision()`: a probe on a CPU), so the digest is checked
+# where it was made and the test skips elsewhere.
+# A deliberate change of rl_train's numbers: print `_rl_train_digest(...)` and replace the entry (say why in the commit).
+RL_TRAIN_DIGESTS = {
+    "2 CPUs: AMD EPYC; torch 2.13.0+cpu; device cpu | transformers 5.25.0; peft 0.21.2 | bf16": "7c308552aca69b0ff95b0bf61a1029f328329f6494424ee8b944862c518eff10",
+    "2 CPUs: AMD EPYC; torch 2.13.0+cpu; device cpu | transformers 5.25.0; peft 0.21.2 | fp32": "3de9562d076d4b2e3be46f585a9c37d4d432de0ba78e858127f7bf9560570a80",
+}
+
+
+def _rl_train_digest(model, tok) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for algo in rl.ALGOS:
+        torch.manual_seed(0); pol = rl.lora_policy(copy.deepcopy(model), r=4, alpha=8)   # the adapters' init draws from the global RNG
+        res = rl.rl_train(pol, model, tok, ["This movie", "The plot", "I think", "A film"], rl.vader_reward, algo=algo, steps=3,
+                          batch_size=3, max_new_tokens=5, seed=3, progress=False)
+        h.update(res.history.to_csv(float_format="%.17g").encode())   # every logged value, exactly
+        for mod in (pol, res.value_head):
+            for k, v in sorted((mod.state_dict() if mod is not None else {}).items()):
+                if mod is res.value_head or "lora" in k: h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_rl_train_numbers_unchanged(tiny):
+    from ftlab.engine import resolve_precision
+    from ftlab.stats import library_versions, machine
+    where = f"{machine()} | {'; '.join(library_versions().split('; ')[1:3])} | {resolve_precision()}"
+    if where not in RL_TRAIN_DIGESTS: pytest.skip(f"rl_train's digest was frozen on another machine, library set or precision (here: {where})")
+    assert _rl_train_digest(*tiny) == RL_TRAIN_DIGESTS[where], "rl_train's numbers moved on the tiny Llama (same machine and libraries)"
+
+
 def test_rl_train_resume_is_exact(tiny, tmp_path):
     model, tok = tiny
     kw = dict(steps=2, batch_size=2, max_new_tokens=4, seed=3, progress=False)
