@@ -11,14 +11,14 @@ __all__ = ['FROZENLAKE_ARROWS', 'CLIFFWALKING_ARROWS', 'LORA_TARGETS', 'ALGOS', 
            'RLResult', 'PPO', 'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
 
 # %% ../nbs/50_rl.ipynb #065cc96f
-import math, copy, shutil, time
+import math, copy, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn
 from .engine import (Checkpointing, ProgressBar, TrainState, eval_mode, get_accelerator, load_checkpoint, make_scheduler,
                           param_groups, resolve_precision, save_checkpoint, seed_everything)
-from .checkpoint import _checkpoints
+from .checkpoint import prune_checkpoints
 from .losses import kl_estimate, kl_exact, log_softmax
 
 # %% ../nbs/50_rl.ipynb #1462542c
@@ -299,8 +299,7 @@ class RLRun:
         if ck is None or not ck.save_every or s.step % ck.save_every: return
         save_checkpoint(Path(ck.output_dir) / f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
                         dict(step=s.step, history=s.history, seed=s.seed), s.accelerator, self.modules)
-        if s.accelerator.is_main_process and ck.save_total_limit:
-            for c in _checkpoints(Path(ck.output_dir))[ck.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+        if s.accelerator.is_main_process: prune_checkpoints(ck.output_dir, ck.save_total_limit)
 
     def resume(self, path):
         s = self.state
