@@ -14,7 +14,7 @@ import torch
 
 # %% auto #0
 __all__ = ['CheckpointError', 'verify_checkpoint', 'trust_checkpoint', 'SaveError', 'save_model', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint']
+           'latest_checkpoint', 'load_checkpoint', 'prune_checkpoints']
 
 # %% ../nbs/04_checkpoints.ipynb #448a4b6e
 _STATE_FILE = "trainer_state.json"
@@ -305,3 +305,11 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, accelerator=Non
     if rng.exists(): _set_rng_state(_read_json(rng))
     st = _read_json(ck/"state"/_STATE_FILE); st["path"] = str(ck)
     return st
+
+# %% ../nbs/04_checkpoints.ipynb #c04prn01
+def prune_checkpoints(output_dir,              # one run's directory
+                      keep: int | None) -> list[Path]:  # how many of the newest complete checkpoints to keep (None or 0: all)
+    "Delete all but the newest `keep` complete checkpoints (`checkpoint-<step>`) in `output_dir`; returns the deleted ones."
+    old = _checkpoints(Path(output_dir))[keep:] if keep else []
+    for c in old: shutil.rmtree(c, ignore_errors=True)
+    return old

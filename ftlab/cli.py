@@ -239,14 +239,15 @@ def train_main(argv=None) -> int:
     "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer, model card and config."
     from ftlab import finetune as F
     from ftlab.engine import predict_logits
+    from ftlab.pipeline import CONFIG_FILE, setup_splits
     ps = F.profile_settings()
     a = _train_parser(F.STRATEGIES, ps, F.profile()).parse_args(argv)
     F.get_strategy(a.strategy); _check_numbers(a)
-    out = _check_out(Path(a.out), F.CONFIG_FILE, a.overwrite, inputs=[a.file] if a.file else [])
+    out = _check_out(Path(a.out), CONFIG_FILE, a.overwrite, inputs=[a.file] if a.file else [])
     dd, names, source = _load_checked(a)                      # every input check happens before any model is loaded
     st, t0 = _settings(a, ps), time.time()
     tok = _tokenizer_and_limit(a.model, st["max_length"])
-    S = F.setup_splits(dd, a.model, st["max_length"], st["n_train"], st["n_test"], a.seed, tokenizer=tok, names=names)
+    S = setup_splits(dd, a.model, st["max_length"], st["n_train"], st["n_test"], a.seed, tokenizer=tok, names=names)
     print(f"ftlab train: {a.strategy} on {source}: {len(S.train)} training / {len(S.test)} test examples, {len(names)} classes, "
           f"{st['epochs']:g} epoch(s), {st['max_length']} tokens ({'defaults for your file' if a.file else st['defaults']})", flush=True)
     row, r = F.run_strategy(a.strategy, S.train, S.test, model=a.model, num_labels=S.num_labels, seed=a.seed, tokenizer=tok,
@@ -265,19 +266,19 @@ def _id2label(m) -> list[str]: return [str(m.config.id2label.get(i, f"LABEL_{i}"
 
 def load_classifier(path) -> tuple:
     "`(model, tokenizer, label names, ftlab config)` of a saved classifier: an `ftlab train` output (full, LoRA, or an older LoRA adapter) or any `save_pretrained` classifier."
-    from ftlab import finetune as F
+    from ftlab import pipeline as P
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"--model {path}: no such directory. Pass the directory `ftlab train --out` wrote.")
-    if not p.is_dir(): raise ValueError(f"--model {path} is a file; pass the directory `ftlab train --out` wrote (it holds config.json and {F.CONFIG_FILE}).")
-    if (p/"adapter_config.json").is_file() and not (p/F.CONFIG_FILE).is_file() and (p.parent/F.CONFIG_FILE).is_file():
+    if not p.is_dir(): raise ValueError(f"--model {path} is a file; pass the directory `ftlab train --out` wrote (it holds config.json and {P.CONFIG_FILE}).")
+    if (p/"adapter_config.json").is_file() and not (p/P.CONFIG_FILE).is_file() and (p.parent/P.CONFIG_FILE).is_file():
         raise ValueError(f"--model {path} is the LoRA adapter of an ftlab train output; pass the output itself, {p.parent} (the adapter merged into a whole model).")
-    if (p/F.CONFIG_FILE).is_file():
+    if (p/P.CONFIG_FILE).is_file():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            m, tok, cfg = F.load_finetuned(p)
+            m, tok, cfg = P.load_finetuned(p)
         names = [str(n) for n in cfg.get("label_names") or []] or _id2label(m)
         k = m.config.num_labels   # a `peft` model's config is its base model's
-        if len(names) != k: raise ValueError(f"--model {path}: {F.CONFIG_FILE} names {len(names)} classes but the model has {k} outputs; the directory was changed by hand.")
+        if len(names) != k: raise ValueError(f"--model {path}: {P.CONFIG_FILE} names {len(names)} classes but the model has {k} outputs; the directory was changed by hand.")
         return m, tok, names, cfg
     held = sorted(x.name for x in p.iterdir())
     if "config.json" not in held:
@@ -316,7 +317,7 @@ def _use_args(a):
 def _probabilities(m, tok, texts, max_length: int, batch_size: int) -> np.ndarray:
     "Per-class probabilities (one row per text) of classifier `m`, on the GPU when there is one."
     import torch
-    from ftlab.finetune import text_logits
+    from ftlab.pipeline import text_logits
     if torch.cuda.is_available(): m.to("cuda")
     return torch.softmax(text_logits(m, tok, list(texts), max_length, batch_size), -1).numpy()
 

@@ -127,7 +127,7 @@ def _train_head(value, pool, sp, seed, name="head"):
     "`HeadOnFeatures` (the pooler and a fresh classifier) trained by `fit` on the shared [CLS] features; `(head, steps, trainable)`."
     import datasets
     from ftlab.engine import fit
-    from ftlab.finetune import HeadOnFeatures, n_trainable, set_trainable, head_blocks
+    from ftlab.parts import HeadOnFeatures, n_trainable, set_trainable, head_blocks
     m = _encoder(pool, seed); set_trainable(m, head_blocks(m)); h = HeadOnFeatures(m); f, y = pool.feats["cls"], pool.df.label.to_numpy()
     fds = datasets.Dataset.from_dict(dict(features=f[sp["train"]].tolist(), labels=y[sp["train"]].tolist()))
     r = fit(h, fds, None, **_fit_kw(value, pool, name, seed))
@@ -135,7 +135,8 @@ def _train_head(value, pool, sp, seed, name="head"):
 
 def _finetune(name, value, pool, sp, seed):
     import torch
-    from ftlab.finetune import STRATEGIES, n_trainable
+    from ftlab.finetune import STRATEGIES
+    from ftlab.parts import n_trainable
     if name == "head":
         h, steps, params = _train_head(value, pool, sp, seed); f = pool.feats["cls"]
         with torch.inference_mode():
@@ -153,7 +154,8 @@ def _train_members(value, pool, sp, seed) -> dict:
     import torch
     from ftlab.engine import predict_logits
     from ftlab.ensemble import greedy_soup, soft_average, soup
-    from ftlab.finetune import STRATEGIES, PeakMemory, n_trainable
+    from ftlab.finetune import STRATEGIES
+    from ftlab.parts import PeakMemory, n_trainable
     y, train = pool.df.label.to_numpy(), pool.ds.select(sp["train"])
     logits_of = lambda ms, k: torch.stack([predict_logits(m, pool.ds.select(sp[k]), tokenizer=pool.tok) for m in ms])
     with PeakMemory() as mem:
@@ -185,7 +187,8 @@ def _tapt(name, value, pool, sp, seed):
     "Task-adaptive pretraining: chapter 40's masked-LM recipe (`ftlab.domain.dapt`: head warm-up, then encoder and head) on the training texts and any `--unlabelled` ones, then full fine-tuning at rate `value`."
     import datasets
     from ftlab.domain import dapt
-    from ftlab.finetune import STRATEGIES, n_trainable
+    from ftlab.finetune import STRATEGIES
+    from ftlab.parts import n_trainable
     m, steps, train = _encoder(pool, seed), pool.steps_of(name), pool.ds.select(sp["train"])
     corpus = train.remove_columns("labels")
     if pool.unlabelled is not None: corpus = datasets.concatenate_datasets([corpus, pool.unlabelled.select_columns(corpus.column_names)])
@@ -227,7 +230,8 @@ def iw_accuracy(correct,   # 1/0 per validation row: the prediction is right
 def _domain(name, value, pool, sp, seed):
     "Chapter 60's domain adaptation through full fine-tuning, on the `--target` texts (never their labels): `adapt` with penalty weight `value` ('coral', 'mmd', 'dann'), importance-weighted training clipped at `value` ('reweight'), or `dapt` then fine-tuning at rate `value` ('dapt')."
     from ftlab.domain import adapt, dapt, importance_weights
-    from ftlab.finetune import STRATEGIES, n_trainable
+    from ftlab.finetune import STRATEGIES
+    from ftlab.parts import n_trainable
     m, steps, train, extra = _encoder(pool, seed), pool.steps_of(name), pool.ds.select(sp["train"]), 0
     kw = _fit_kw(value if name == "dapt" else DA_LR, pool, name, seed)
     tgt = pool.ds.select(sp["target"]).remove_columns("labels")
@@ -251,7 +255,7 @@ def run_one(name: str,    # a strategy in `REGISTRY`
             phase: str = "repeat") -> dict:  # 'tune' (a grid point on the first seed) or 'repeat'
     "Train strategy `name` at `value` on seed `seed`'s split; its validation and test scores and its costs, as one row."
     from ftlab.engine import classification_metrics
-    from ftlab.finetune import PeakMemory, trim_memory
+    from ftlab.parts import PeakMemory, trim_memory
     s = REGISTRY[name]; sp = seed_split(pool.df, seed); y = pool.df.label.to_numpy()
     with PeakMemory() as mem:
         t = time.perf_counter(); out = _RUNNERS[s.kind](name, value, pool, sp, seed); train_s = time.perf_counter() - t

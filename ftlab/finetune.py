@@ -6,30 +6,31 @@ Docs: https://ftlab.github.io/ftlab/nbs/full_finetune.html.md"""
 
 # %% ../nbs/30_full_finetune.ipynb #d78189ba
 from __future__ import annotations
-import copy, ctypes, functools, gc, json, math, os, re, sys, threading, time, warnings
+import copy, functools, math, re, time, warnings
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable
 
 import datasets
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_outputs import TokenClassifierOutput
 
-from .assets import load_data, load_encoder, load_tokenizer
-from .engine import (Callback, FitResult, by_profile, evaluate, features, fit, get_accelerator, param_groups,
-                          predict_logits, profile, save_model, seed_everything, tokenize)
+from .assets import load_encoder
+from .engine import (Callback, FitResult, by_profile, evaluate, features, fit, get_accelerator, param_groups, profile,
+                          seed_everything, tokenize)
 from .losses import CRF
+from .parts import (HeadOnFeatures, PeakMemory, block_of, blocks, head_blocks, layer_blocks, n_trainable, set_trainable,
+                         trainable_summary, trim_memory)
+from .pipeline import CONFIG_FILE, Splits, load_finetuned, save_finetuned, setup_splits, text_logits, tokenized_splits
 
 # %% auto #0
-__all__ = ['TOKEN_TAGS', 'STRATEGIES', 'CONFIG_FILE', 'profile_settings', 'block_of', 'blocks', 'head_blocks', 'layer_blocks',
-           'set_trainable', 'trainable_summary', 'n_trainable', 'vader_lexicon', 'weak_word_tags', 'weak_token_dataset',
-           'TokenClassifierCRF', 'crf_predict', 'HeadOnFeatures', 'head_only', 'last_k_layers', 'full_finetune',
-           'two_stage', 'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups',
-           'discriminative_lr', 'add_lora', 'lora', 'get_strategy', 'trim_memory', 'PeakMemory', 'tokenized_splits',
-           'Splits', 'setup_splits', 'run_strategy', 'compare', 'plot_leaderboard', 'tuned_compare', 'save_finetuned',
-           'load_finetuned', 'text_logits', 'trainable_widget', 'strategy_runner']
+__all__ = ['TOKEN_TAGS', 'STRATEGIES', 'profile_settings', 'vader_lexicon', 'weak_word_tags', 'weak_token_dataset',
+           'TokenClassifierCRF', 'crf_predict', 'head_only', 'last_k_layers', 'full_finetune', 'two_stage',
+           'GradualUnfreezing', 'gradual_unfreezing', 'layerwise_lrs', 'discriminative_lr_groups', 'discriminative_lr',
+           'add_lora', 'lora', 'get_strategy', 'run_strategy', 'compare', 'plot_leaderboard', 'tuned_compare',
+           'trainable_widget', 'strategy_runner']
 
 # %% ../nbs/30_full_finetune.ipynb #c7a5ef4e
 def profile_settings() -> dict:
@@ -39,61 +40,6 @@ def profile_settings() -> dict:
                   overrides={"full": {"lr": 2e-4}, "lora": {"lr": 2e-3}}, strategies=["head", "lora", "full"]),
         full=dict(n_train=None, n_test=None, epochs=3, max_length=128, batch_size=32, overrides={},
                   strategies=["head", "last_k", "full", "two_stage", "gradual", "discriminative", "stlr", "one_cycle", "lora"]))
-
-# %% ../nbs/30_full_finetune.ipynb #a8b80a43
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
-
-def block_of(name: str) -> str:
-    "The block ('embeddings', 'layer.<i>', 'pooler' or the head module's name) that parameter `name` belongs to."
-    n = re.sub(r"^(base_model\.model\.)", "", name)
-    if "embeddings." in n: return "embeddings"
-    m = _LAYER.search(n)
-    if m: return f"layer.{m.group(1)}"
-    if ".pooler." in f".{n}": return "pooler"
-    n = re.sub(r"^(bert|roberta|distilbert|electra|deberta|model)\.", "", n)
-    return n.split(".")[0]
-
-def blocks(model) -> list[str]:
-    "Names of `model`'s blocks, bottom to top: embeddings, layer.0 … layer.L-1, pooler, then the head modules."
-    seen = {}
-    for n, _ in model.named_parameters(): seen.setdefault(block_of(n), None)
-    key = lambda b: (0, 0) if b == "embeddings" else (1, int(b.split(".")[1])) if b.startswith("layer.") else (2, 0) if b == "pooler" else (3, 0)
-    return sorted(seen, key=key)
-
-def head_blocks(model) -> list[str]:
-    "The blocks above the transformer layers (pooler and task head): what `head_only` trains."
-    return [b for b in blocks(model) if b != "embeddings" and not b.startswith("layer.")]
-
-def layer_blocks(model) -> list[str]:
-    "The transformer blocks, bottom to top."
-    return [b for b in blocks(model) if b.startswith("layer.")]
-
-# %% ../nbs/30_full_finetune.ipynb #18c37ac6
-def set_trainable(model, trainable: Iterable[str] | str = "all") -> nn.Module:
-    "Make exactly the parameters of the blocks `trainable` ('all' for every block) trainable; returns `model`."
-    names = set(blocks(model)) if trainable == "all" else set([trainable] if isinstance(trainable, str) else trainable)
-    unknown = names - set(blocks(model))
-    if unknown: raise ValueError(f"set_trainable: unknown blocks {sorted(unknown)}; the model has {blocks(model)}.")
-    for n, p in model.named_parameters(): p.requires_grad_(block_of(n) in names)
-    return model
-
-def trainable_summary(model) -> pd.DataFrame:
-    "Parameters and trainable parameters per block of `model`, with a total row."
-    rows, seen = {}, set()
-    for n, p in model.named_parameters():
-        if id(p) in seen: continue
-        seen.add(id(p))
-        r = rows.setdefault(block_of(n), dict(params=0, trainable=0))
-        r["params"] += p.numel(); r["trainable"] += p.numel() if p.requires_grad else 0
-    df = pd.DataFrame([dict(block=b, **rows[b]) for b in blocks(model)])
-    df.loc[len(df)] = dict(block="total", params=df.params.sum(), trainable=df.trainable.sum())
-    df["trainable_%"] = (100 * df.trainable / df.params.clip(lower=1)).round(3)
-    return df
-
-def n_trainable(model) -> tuple[int, int]:
-    "`(trainable, total)` parameter counts of `model`."
-    t = trainable_summary(model).iloc[-1]
-    return int(t.trainable), int(t.params)
 
 # %% ../nbs/30_full_finetune.ipynb #8f7551c3
 TOKEN_TAGS = ("O", "POS", "NEG")
@@ -155,23 +101,6 @@ def crf_predict(model, batch):
     paths = model.decode(logits, keep)
     return torch.tensor([t for p in paths for t in p], dtype=torch.long), labels[keep]
 
-# %% ../nbs/30_full_finetune.ipynb #95f854f7
-class HeadOnFeatures(nn.Module):
-    "The pooler + dropout + classifier of a BERT-style `*ForSequenceClassification`, applied to cached [CLS] vectors."
-    def __init__(self, model):
-        super().__init__()
-        self.pooler, self.dropout, self.classifier = model.base_model.pooler, model.dropout, model.classifier
-        self.problem = getattr(model.config, "problem_type", None) or ("regression" if model.config.num_labels == 1 else "single_label_classification")
-    def forward(self, features, labels=None):
-        logits = self.classifier(self.dropout(self.pooler(features[:, None, :])))
-        loss = None
-        if labels is not None:
-            loss = nn.functional.mse_loss(logits.squeeze(-1), labels.float()) if self.problem == "regression" else nn.functional.cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
-
-def _cacheable(model) -> bool:
-    return all(hasattr(model, a) for a in ("base_model", "dropout", "classifier")) and getattr(model.base_model, "pooler", None) is not None
-
 # %% ../nbs/30_full_finetune.ipynb #b5ce6f06
 def head_only(model,                         # a BERT-style `*ForSequenceClassification` (or any model with head blocks)
               train_ds,                      # tokenized training set
@@ -186,7 +115,7 @@ def head_only(model,                         # a BERT-style `*ForSequenceClassif
               **fit_kw) -> FitResult:        # anything else `fit` takes
     "Train only the head (pooler + classifier) on a frozen encoder; with `cache_features`, for `head_epochs` epochs on cached [CLS] vectors."
     set_trainable(model, head_blocks(model))
-    if not (cache_features and _cacheable(model)):
+    if not (cache_features and HeadOnFeatures.supports(model)):
         return fit(model, train_ds, eval_ds, lr=lr, epochs=epochs, task=task, tokenizer=tokenizer, **fit_kw)
     t0 = time.time()
     model.to(get_accelerator().device)   # outside inference mode: the weights must stay trainable tensors
@@ -310,96 +239,6 @@ def get_strategy(name: str) -> Callable:
         near = difflib.get_close_matches(name, list(STRATEGIES), n=1)
         raise ValueError(f"Unknown strategy {name!r}." + (f" Did you mean {near[0]!r}?" if near else "") + f" Known: {', '.join(STRATEGIES)}.")
     return STRATEGIES[name]
-
-# %% ../nbs/30_full_finetune.ipynb #43c2ddd9
-def _rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, AttributeError): return None
-
-def trim_memory():
-    "Collect garbage and hand freed memory back to the OS (`malloc_trim` where glibc has it), so the next peak is the next run's own."
-    gc.collect()
-    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError): pass
-
-# %% ../nbs/30_full_finetune.ipynb #964b37b9
-class PeakMemory:
-    "Context manager: peak memory while the block runs (`peak_mb`, `extra_mb` over the start, `kind` of measure)."
-    def __init__(self, interval: float = 0.02): self.interval = interval
-    def __enter__(self):
-        trim_memory()
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); self.start = torch.cuda.memory_allocated() / 2**20
-            self.kind = "cuda max_memory_allocated"; return self
-        self.start = _rss_mb()
-        if self.start is None:
-            import resource
-            self.kind, self.start = "process lifetime peak RSS (getrusage)", 0.0
-            self._thread = None; return self
-        self.kind, self.peak, self._stop = "peak RSS (/proc/self/statm)", self.start, threading.Event()
-        def sample():
-            while not self._stop.wait(self.interval): self.peak = max(self.peak, _rss_mb() or 0)
-        self._thread = threading.Thread(target=sample, daemon=True); self._thread.start()
-        return self
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize(); self.peak = torch.cuda.max_memory_allocated() / 2**20
-        elif self._thread is None:
-            import resource
-            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-        else:
-            self._stop.set(); self._thread.join(); self.peak = max(self.peak, _rss_mb() or 0)
-        self.peak_mb, self.extra_mb = round(self.peak, 1), round(self.peak - self.start, 1)
-        return False
-
-# %% ../nbs/30_full_finetune.ipynb #98cc6142
-def tokenized_splits(dataset,                 # a bundled dataset name or a `DatasetDict` with train and test (or validation)
-                     tokenizer,
-                     max_length: int = 64,
-                     n_train: int | None = None,  # seeded subset of the training split (None: all)
-                     n_test: int | None = None,   # seeded subset of the test split (None: all)
-                     seed: int = 0,               # seed of the subsets
-                     text_col: str = "text", label_col: str = "label",
-                     validation: bool = False,    # also the validation split: returns `(train, validation, test, names)`
-                     n_val: int | None = None) -> tuple:  # seeded subset of the validation split (None: all)
-    "Tokenized `(train, test, label names or None)` of `dataset` (with `validation`: `(train, validation, test, names)`), subsets seeded."
-    dd = load_data(dataset) if isinstance(dataset, str) else dataset
-    if validation and not {"train", "validation", "test"} <= set(dd):
-        raise ValueError(f"tokenized_splits(validation=True) needs train, validation and test splits; {dataset if isinstance(dataset, str) else 'the dataset'!r} has {list(dd)}.")
-    test_split = "test" if "test" in dd else "validation"
-    names = getattr(dd["train"].features.get(label_col), "names", None)
-    def part(split, n):
-        ds = dd[split] if n is None or n >= len(dd[split]) else dd[split].shuffle(seed=seed).select(range(n))
-        return tokenize(ds, tokenizer, max_length, text_col, label_col)
-    tr, te = part("train", n_train), part(test_split, n_test)
-    return (tr, part("validation", n_val), te, names) if validation else (tr, te, names)
-
-# %% ../nbs/30_full_finetune.ipynb #setupspl
-class Splits(NamedTuple):
-    "What `setup_splits` prepares: the tokenizer, the tokenized splits (`val` is None without validation), the class names and their count."
-    tokenizer: object
-    train: object
-    val: object
-    test: object
-    names: list | None
-    num_labels: int
-
-def setup_splits(dataset,                    # a bundled dataset name or a `DatasetDict` (see `tokenized_splits`)
-                 model: str = "encoder",     # whose tokenizer (`assets.load_tokenizer`: asset name, local path or hub id)
-                 max_length: int = 64, n_train: int | None = None, n_test: int | None = None,
-                 seed: int = 0,              # seed of the subsets
-                 *,
-                 validation: bool = False, n_val: int | None = None,
-                 tokenizer=None,             # an already loaded tokenizer (default: `model`'s)
-                 names: list | None = None) -> Splits:  # the class names (default: the dataset's)
-    "The set-up `compare`, `tuned_compare` and `ftlab train` share: tokenizer, `tokenized_splits`, class names and number of classes."
-    tok = tokenizer or load_tokenizer(model)
-    parts = tokenized_splits(dataset, tok, max_length, n_train, n_test, seed, validation=validation, n_val=n_val)
-    tr, va, te, found = parts if validation else (parts[0], None, *parts[1:])
-    names = names or found
-    return Splits(tok, tr, va, te, names, len(names) if names else len(set(tr["labels"])))
 
 # %% ../nbs/30_full_finetune.ipynb #f39b11d9
 def run_strategy(strategy,                  # a name in `STRATEGIES` or a strategy function
@@ -545,41 +384,6 @@ def tuned_compare(strategies,                     # names in `STRATEGIES`
     df = pd.DataFrame(rows)
     df.attrs.update(n_train=len(S.train), n_val=len(S.val), n_test=len(S.test), epochs=epochs)
     return df
-
-# %% ../nbs/30_full_finetune.ipynb #1bbf7230
-CONFIG_FILE = "ftlab_config.json"
-
-def save_finetuned(model,      # a fine-tuned classifier, plain or `peft`
-                   tokenizer,
-                   path,       # the directory to write (replaced atomically)
-                   label_names=None,   # the class names: the model's `id2label`/`label2id` (what `pipeline` shows), and recorded
-                   **config) -> Path:  # what to record in `ftlab_config.json` (strategy, metrics, ...)
-    "Save `model` (plain or `peft`) and `tokenizer` to `path` with `ftlab_config.json` holding `config`; `label_names` name the classes."
-    adapter = hasattr(model, "peft_config")
-    if label_names is not None:   # a `peft` model's `config` is its base model's
-        model.config.id2label = dict(enumerate(label_names)); model.config.label2id = {n: i for i, n in enumerate(label_names)}
-        config = dict(config, label_names=list(label_names))
-    config = dict(config, adapter=adapter, num_labels=int(getattr(model, "config", None).num_labels if hasattr(model, "config") else config.get("num_labels", 2)))
-    path = save_model(model, path, tokenizer)
-    (Path(path)/CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-    return Path(path)
-
-def load_finetuned(path) -> tuple:
-    "`(model, tokenizer, config)` from a directory written by `save_finetuned` (plain model or LoRA adapter)."
-    path = Path(path)
-    if not (path/CONFIG_FILE).exists(): raise FileNotFoundError(f"{path} has no {CONFIG_FILE}: not a model saved by `ftlab train` / save_finetuned.")
-    cfg = json.loads((path/CONFIG_FILE).read_text())
-    if cfg.get("adapter"):
-        from peft import PeftModel
-        base, _ = load_encoder(cfg.get("base_model", "encoder"), num_labels=cfg["num_labels"])
-        model = PeftModel.from_pretrained(base, path)
-    else: model, _ = load_encoder(str(path), num_labels=cfg["num_labels"])
-    return model.eval(), load_tokenizer(str(path)), cfg
-
-def text_logits(model, tokenizer, texts, max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
-    "Logits of `model` for a list of raw `texts` (tokenized here; the engine's `predict_logits`, eval mode, no gradient)."
-    ds = datasets.Dataset.from_dict(dict(text=list(texts)))
-    return predict_logits(model, tokenize(ds, tokenizer, max_length), batch_size=batch_size, tokenizer=tokenizer)
 
 # %% ../nbs/30_full_finetune.ipynb #8a05ccc3
 def trainable_widget(model=None):

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .engine import Collator, adamw, columns, default_loss, eval_mode, inference_autocast, param_groups
-from .finetune import HeadOnFeatures, block_of, head_blocks, layer_blocks
+from .parts import HeadOnFeatures, block_of, head_blocks, layer_blocks
 from .mlm import MaskingCollator, mlm_loss
 
 # %% auto #0

@@ -252,11 +252,11 @@ def _save_log(history: pd.DataFrame, d: Path):
 
 def save_run(out: Path, model, tokenizer, config: dict, history=None) -> Path:
     "Write an `ftlab train` run to `out` (`_save_output`): the model (LoRA: merged, its adapter in `adapter/`), tokenizer, config, model card, training log."
-    from ftlab import finetune as F
+    from ftlab.pipeline import CONFIG_FILE, save_finetuned
     def save(dest: Path):
-        write = lambda m, dd: F.save_finetuned(m, tokenizer, dd, **config)
+        write = lambda m, dd: save_finetuned(m, tokenizer, dd, **config)
         if hasattr(model, "peft_config"): _save_lora(model, dest, config["base_ref"], write)
         else: write(model, dest)
         (dest/"README.md").write_text(model_card(config))
         _save_log(history, dest)
-    return _save_output(out, F.CONFIG_FILE, save)
+    return _save_output(out, CONFIG_FILE, save)

@@ -15,7 +15,7 @@ import datasets
 import numpy as np, pandas as pd
 import torch, torch.nn as nn, torch.nn.functional as F
 from .engine import get_accelerator, seed_everything
-from .rl import RLResult, RLRun, generate, ppo_clip_loss, token_logprobs, _masked_mean
+from .rl import RLResult, RLRun, generate, ppo_clip_loss, token_logprobs
 
 # %% ../nbs/51_preference.ipynb #cbf3383b
 def preference_pairs(policy, tok,             # the policy that writes the completions, and its tokenizer

@@ -7,18 +7,18 @@ Docs: https://ftlab.github.io/ftlab/nbs/rl.html.md"""
 # %% auto #0
 __all__ = ['FROZENLAKE_ARROWS', 'CLIFFWALKING_ARROWS', 'LORA_TARGETS', 'ALGOS', 'q_update', 'q_learning', 'run_greedy',
            'policy_grid', 'keep_layers', 'lora_policy', 'Rollout', 'generate', 'token_logprobs', 'vader_reward',
-           'classifier_reward', 'kl_rewards', 'gae', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead', 'RLResult', 'PPO',
-           'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
+           'classifier_reward', 'kl_rewards', 'gae', 'masked_mean', 'reinforce_loss', 'ppo_clip_loss', 'ValueHead',
+           'RLResult', 'PPO', 'RLRun', 'rl_train', 'measure_policy', 'rloo_advantages', 'rl_widget']
 
 # %% ../nbs/50_rl.ipynb #065cc96f
-import math, copy, shutil, time
+import math, copy, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 import torch, torch.nn as nn
 from .engine import (Checkpointing, ProgressBar, TrainState, eval_mode, get_accelerator, load_checkpoint, make_scheduler,
                           param_groups, resolve_precision, save_checkpoint, seed_everything)
-from .checkpoint import _checkpoints
+from .checkpoint import prune_checkpoints
 from .losses import kl_estimate, kl_exact, log_softmax
 
 # %% ../nbs/50_rl.ipynb #1462542c
@@ -207,15 +207,20 @@ def gae(rewards: torch.Tensor,  # `(B, T)` per-token rewards
         adv[:, t] = running
     return adv, (adv + values) * mask
 
-# %% ../nbs/50_rl.ipynb #2c4367a2
-def _masked_mean(x, mask): return (x * mask).sum() / mask.sum().clamp(min=1)
+# %% ../nbs/50_rl.ipynb #c50mm001
+def masked_mean(x: torch.Tensor,      # values, any shape
+                mask: torch.Tensor):  # 1 (or True) where `x` counts, 0 elsewhere; broadcasts against `x`
+    "Mean of `x` over the positions where `mask` is set, 0 when none is: `sum(x * mask) / max(1, sum(mask))`, both over the broadcast shape."
+    m = torch.broadcast_to(mask, torch.broadcast_shapes(x.shape, mask.shape))
+    return (x * m).sum() / m.sum().clamp(min=1)
 
+# %% ../nbs/50_rl.ipynb #2c4367a2
 def reinforce_loss(logp: torch.Tensor,        # `(B, T)` log-probs of the sampled tokens (with gradient)
                    advantages: torch.Tensor,  # `(B,)` per completion or `(B, T)` per token
                    mask: torch.Tensor):       # `(B, T)` completion mask
     "REINFORCE's loss `-mean(A * log π)` over the completion tokens."
     if advantages.dim() == 1: advantages = advantages[:, None].expand_as(logp)
-    return -_masked_mean(advantages.detach() * logp, mask)
+    return -masked_mean(advantages.detach() * logp, mask)
 
 def ppo_clip_loss(logp: torch.Tensor,         # `(B, T)` log-probs under the policy being trained (with gradient)
                   old_logp: torch.Tensor,     # `(B, T)` log-probs when the batch was sampled
@@ -227,10 +232,10 @@ def ppo_clip_loss(logp: torch.Tensor,         # `(B, T)` log-probs under the pol
     adv = advantages.detach()
     log_ratio = logp - old_logp.detach(); ratio = log_ratio.exp()
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    loss = -_masked_mean(surrogate, mask)
+    loss = -masked_mean(surrogate, mask)
     with torch.no_grad():
-        stats = dict(clipfrac=_masked_mean(((ratio - 1).abs() > clip).float(), mask),
-                     approx_kl=_masked_mean(kl_estimate(old_logp.detach(), logp.detach(), "k3"), mask))
+        stats = dict(clipfrac=masked_mean(((ratio - 1).abs() > clip).float(), mask),
+                     approx_kl=masked_mean(kl_estimate(old_logp.detach(), logp.detach(), "k3"), mask))
     return loss, stats
 
 # %% ../nbs/50_rl.ipynb #535c5f9c
@@ -294,8 +299,7 @@ class RLRun:
         if ck is None or not ck.save_every or s.step % ck.save_every: return
         save_checkpoint(Path(ck.output_dir) / f"checkpoint-{s.step}", s.model, s.optimizer, s.scheduler,
                         dict(step=s.step, history=s.history, seed=s.seed), s.accelerator, self.modules)
-        if s.accelerator.is_main_process and ck.save_total_limit:
-            for c in _checkpoints(Path(ck.output_dir))[ck.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+        if s.accelerator.is_main_process: prune_checkpoints(ck.output_dir, ck.save_total_limit)
 
     def resume(self, path):
         s = self.state
@@ -309,7 +313,7 @@ class RLRun:
 def _scored(ro, with_prompt): return [p + t for p, t in zip(ro.prompts, ro.texts)] if with_prompt else ro.texts
 
 def _whiten(a, mask):
-    m = _masked_mean(a, mask); v = _masked_mean((a - m) ** 2, mask)
+    m = masked_mean(a, mask); v = masked_mean((a - m) ** 2, mask)
     return (a - m) * torch.rsqrt(v + 1e-8) * mask
 
 @torch.no_grad()
@@ -336,7 +340,7 @@ def _update(run: RLRun, ro, t: dict, algo, value, ppo: PPO, temperature) -> tupl
     with acc.autocast():
         if value is not None:
             logp, h = token_logprobs(policy, ro, temperature, hidden=True)
-            vloss = 0.5 * _masked_mean((value(h) - t["returns"]) ** 2, mask)
+            vloss = 0.5 * masked_mean((value(h) - t["returns"]) ** 2, mask)
         else: logp, vloss = token_logprobs(policy, ro, temperature), torch.zeros((), device=acc.device)
     if algo == "reinforce": loss, logs = reinforce_loss(logp, t["adv"], mask), {}
     else: loss, logs = ppo_clip_loss(logp, t["old_logp"], t["adv"], mask, ppo.clip)
@@ -352,6 +356,30 @@ def _check_rl_args(algo, prompts, moved: dict):
     if moved: raise TypeError("rl_train: " + "; ".join(f"{k}= moved: write {_MOVED[k]}" for k in moved) + " (PPO from ftlab.rl, Checkpointing from ftlab.engine).")
     if algo not in ALGOS: raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}.")
     if not prompts: raise ValueError("rl_train needs training prompts.")
+
+def _rl_run(policy, ref, algo, ppo: PPO, lr, steps, max_grad_norm, seed, progress, checkpoints) -> tuple:
+    "Seed everything, put the models on the accelerator's device, build the critic ('ppo_gae') and the `RLRun`, resume a checkpoint: `(run, value_head, epochs)`."
+    if checkpoints is not None: checkpoints.check()
+    seed_everything(seed)
+    acc = get_accelerator(); dev = acc.device
+    policy.to(dev); ref.to(dev).eval().requires_grad_(False)
+    value = None if algo != "ppo_gae" else (ppo.value_head if ppo.value_head is not None else ValueHead(policy.config.hidden_size)).to(dev)
+    n_epochs = 1 if algo == "reinforce" else ppo.epochs
+    run = RLRun(policy, acc, lr, steps, opt_steps=steps * n_epochs, modules={"value": value} if value is not None else {},
+                module_lr=ppo.value_lr, max_grad_norm=max_grad_norm, seed=seed, progress=progress)
+    if checkpoints is not None and checkpoints.resume_from is not None: run.resume(checkpoints.resume_from)
+    return run, value, n_epochs
+
+def _prompt_order(n_prompts: int, steps: int, batch_size: int, seed: int) -> np.ndarray:
+    "Prompt indices for `steps` batches: every prompt as often as the others (±1), in a seeded random order (a resumed run gets the same)."
+    return np.random.default_rng(seed).permutation(np.resize(np.arange(n_prompts), steps * batch_size + n_prompts))
+
+def _step_row(scores, t: dict, loss, vloss, logs: dict) -> dict:
+    "One RL step's history row: mean reward, mean sequence KL (the reward's estimator and k3), the losses, completion length, PPO's diagnostics."
+    mask = t["mask"]
+    return dict(split="train", reward=scores.mean().item(), kl=t["kl"].sum(-1).mean().item(),
+                kl_k3=(kl_estimate(t["old_logp"], t["ref_logp"], "k3") * mask).sum(-1).mean().item(),
+                loss=loss.item(), value_loss=vloss.item(), tokens=mask.sum(-1).mean().item(), **{k: float(x) for k, x in logs.items()})
 
 def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `ref`), the frozen reference, the tokenizer
              prompts: list,                  # training prompts (cycled in a seeded order)
@@ -373,25 +401,15 @@ def rl_train(policy, ref, tok,               # the policy (LoRA on a copy of `re
              **moved) -> RLResult:           # the keywords `ppo` and `checkpoints` replaced: an error that says what to write
     "Train `policy` against `reward_fn` with a KL penalty to `ref` by REINFORCE or PPO; the loop written out."
     _check_rl_args(algo, prompts, moved); ppo = ppo or PPO()
-    if checkpoints is not None: checkpoints.check()
-    seed_everything(seed)
-    acc = get_accelerator(); dev = acc.device
-    policy.to(dev); ref.to(dev).eval().requires_grad_(False)
-    value = None if algo != "ppo_gae" else (ppo.value_head if ppo.value_head is not None else ValueHead(policy.config.hidden_size)).to(dev)
-    n_epochs = 1 if algo == "reinforce" else ppo.epochs
-    run = RLRun(policy, acc, lr, steps, opt_steps=steps * n_epochs, modules={"value": value} if value is not None else {},
-                module_lr=ppo.value_lr, max_grad_norm=max_grad_norm, seed=seed, progress=progress)
-    if checkpoints is not None and checkpoints.resume_from is not None: run.resume(checkpoints.resume_from)
-    rng = np.random.default_rng(seed); order = rng.permutation(np.resize(np.arange(len(prompts)), steps * batch_size + len(prompts)))
+    run, value, n_epochs = _rl_run(policy, ref, algo, ppo, lr, steps, max_grad_norm, seed, progress, checkpoints)
+    order, acc = _prompt_order(len(prompts), steps, batch_size, seed), run.state.accelerator
     run.start()
     while (i := run.state.step) < steps:
         ro = generate(policy, tok, [prompts[j] for j in order[i * batch_size:(i + 1) * batch_size]], max_new_tokens, temperature, seed=seed * 100_003 + i)
-        scores = reward_fn(_scored(ro, with_prompt)).to(dev).float()
-        t = _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc); mask = t["mask"]
+        scores = reward_fn(_scored(ro, with_prompt)).to(acc.device).float()
+        t = _targets(policy, ref, ro, scores, value, algo, beta, kl_kind, temperature, ppo, acc)
         for _ in range(n_epochs): loss, vloss, logs = _update(run, ro, t, algo, value, ppo, temperature)
-        run.record(split="train", reward=scores.mean().item(), kl=t["kl"].sum(-1).mean().item(),
-                   kl_k3=(kl_estimate(t["old_logp"], t["ref_logp"], "k3") * mask).sum(-1).mean().item(),
-                   loss=loss.item(), value_loss=vloss.item(), tokens=mask.sum(-1).mean().item(), **{k: float(x) for k, x in logs.items()})
+        run.record(**_step_row(scores, t, loss, vloss, logs))
         run.save(checkpoints)
     return run.finish(value)
 

@@ -1,16 +1,14 @@
 "bench.rl's rollout copy: the adapters merged into a plain model give the LoRA policy's distribution (fp32 exactly, bf16 to its rounding)."
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from bench.rl import merged_copy
 from ftlab.rl import lora_policy
+from ftlab.testing import tiny_llama
 
 
 def _policy():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=32)
-    pol = lora_policy(LlamaForCausalLM(cfg).eval())
+    # the same model, weights and RNG state the test once built by hand (LlamaConfig, then torch.manual_seed(0)): tiny_llama seeds with 0
+    pol = lora_policy(tiny_llama(num_attention_heads=4, max_position_embeddings=32).eval())
     with torch.no_grad():   # B = 0 at init would make merging a no-op
         for n, p in pol.named_parameters():
             if "lora_B" in n: p.normal_(0, 0.5)
