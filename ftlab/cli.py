@@ -238,7 +238,7 @@ def _run_config(a, st: dict, names: list, source: str, S, row: dict, sc: dict, l
 def train_main(argv=None) -> int:
     "`ftlab train`: fine-tune one strategy on a bundled dataset or a CSV/JSONL file; save model, tokenizer, model card and config."
     from ftlab import finetune as F
-    from ftlab.engine import predict_logits
+    from ftlab.engine import Logging, predict_logits
     from ftlab.pipeline import CONFIG_FILE, setup_splits
     ps = F.profile_settings()
     a = _train_parser(F.STRATEGIES, ps, F.profile()).parse_args(argv)
@@ -251,7 +251,7 @@ def train_main(argv=None) -> int:
     print(f"ftlab train: {a.strategy} on {source}: {len(S.train)} training / {len(S.test)} test examples, {len(names)} classes, "
           f"{st['epochs']:g} epoch(s), {st['max_length']} tokens ({'defaults for your file' if a.file else st['defaults']})", flush=True)
     row, r = F.run_strategy(a.strategy, S.train, S.test, model=a.model, num_labels=S.num_labels, seed=a.seed, tokenizer=tok,
-                            batch_size=a.batch_size, progress=True, **st["kw"])
+                            batch_size=a.batch_size, logging=Logging(progress=True, plot=False), **st["kw"])
     lora, y = hasattr(r.model, "peft_config"), np.asarray(S.test["labels"])
     sc = scores_with_intervals(predict_logits(r.model, S.test, batch_size=64, tokenizer=tok).argmax(-1).numpy(), y, len(names))
     save_run(out, r.model, tok, _run_config(a, st, names, source, S, row, sc, lora), r.history)   # the class names become the model's id2label

@@ -18,7 +18,7 @@ import torch.nn as nn
 from transformers.modeling_outputs import TokenClassifierOutput
 
 from .assets import load_encoder
-from .engine import (Callback, FitResult, by_profile, evaluate, features, fit, get_accelerator, param_groups, profile,
+from .engine import (Callback, FitResult, Logging, by_profile, evaluate, features, fit, fit_kwargs, get_accelerator, param_groups, profile,
                           seed_everything, tokenize)
 from .losses import CRF
 from .parts import (HeadOnFeatures, PeakMemory, block_of, blocks, head_blocks, layer_blocks, n_trainable, set_trainable,
@@ -116,12 +116,12 @@ def head_only(model,                         # a BERT-style `*ForSequenceClassif
     "Train only the head (pooler + classifier) on a frozen encoder; with `cache_features`, for `head_epochs` epochs on cached [CLS] vectors."
     set_trainable(model, head_blocks(model))
     if not (cache_features and HeadOnFeatures.supports(model)):
-        return fit(model, train_ds, eval_ds, lr=lr, epochs=epochs, task=task, tokenizer=tokenizer, **fit_kw)
+        return fit(model, train_ds, eval_ds, lr=lr, epochs=epochs, task=task, **fit_kwargs(fit_kw, tokenizer=tokenizer))
     t0 = time.time()
     model.to(get_accelerator().device)   # outside inference mode: the weights must stay trainable tensors
     feats = features(model, train_ds, pooling="cls", tokenizer=tokenizer)
     fds = datasets.Dataset.from_dict(dict(features=feats.tolist(), labels=list(train_ds["labels"])))
-    fit_kw = {k: v for k, v in fit_kw.items() if k not in ("group_by_length", "collate_fn")}
+    fit_kw = {k: v for k, v in fit_kw.items() if k not in ("group_by_length", "collate_fn", "batching")}   # fixed-width features: the default batches
     r = fit(HeadOnFeatures(model), fds, None, lr=lr, epochs=head_epochs, task=task, **fit_kw)
     r.model, r.train_time_s = model, time.time() - t0
     if eval_ds is not None: r.metrics = evaluate(model, eval_ds, task=task, tokenizer=tokenizer)
@@ -133,12 +133,12 @@ def last_k_layers(model, train_ds, eval_ds=None, *, k: int = 2, lr: float = 1e-4
     layers = layer_blocks(model)
     if not 0 <= k <= len(layers): raise ValueError(f"last_k_layers: k must be between 0 and {len(layers)}, got {k}.")
     set_trainable(model, layers[len(layers) - k:] + head_blocks(model))
-    return fit(model, train_ds, eval_ds, lr=lr, warmup=warmup, **fit_kw)
+    return fit(model, train_ds, eval_ds, lr=lr, **fit_kwargs(fit_kw, warmup=warmup))
 
 def full_finetune(model, train_ds, eval_ds=None, *, lr: float = 1e-4, warmup: float = 0.1, scheduler="linear", **fit_kw) -> FitResult:
     "Train every parameter, with schedule `scheduler` (default: linear decay after `warmup` of the steps)."
     set_trainable(model, "all")
-    return fit(model, train_ds, eval_ds, lr=lr, warmup=warmup, scheduler=scheduler, **fit_kw)
+    return fit(model, train_ds, eval_ds, lr=lr, **fit_kwargs(fit_kw, warmup=warmup, scheduler=scheduler))
 
 # %% ../nbs/30_full_finetune.ipynb #fbbbd1d7
 def two_stage(model, train_ds, eval_ds=None, *, head_lr: float = 1e-3, head_epochs: int = 10, lr: float = 5e-5,
@@ -172,7 +172,7 @@ def gradual_unfreezing(model, train_ds, eval_ds=None, *, lr: float = 1e-4, every
                        callbacks=(), **fit_kw) -> FitResult:
     "Fit with `GradualUnfreezing`: the head first, then one more block from the top every `every` steps."
     cb = GradualUnfreezing(every)
-    r = fit(model, train_ds, eval_ds, lr=lr, warmup=warmup, callbacks=[cb, *callbacks], **fit_kw)
+    r = fit(model, train_ds, eval_ds, lr=lr, callbacks=[cb, *callbacks], **fit_kwargs(fit_kw, warmup=warmup))
     r.unfreezing = pd.DataFrame(cb.log)
     return r
 
@@ -191,7 +191,7 @@ def discriminative_lr(model, train_ds, eval_ds=None, *, lr: float = 2e-4, decay:
                       warmup: float = 0.1, **fit_kw) -> FitResult:
     "Full fine-tuning with layer-wise decayed learning rates (`discriminative_lr_groups`)."
     set_trainable(model, "all")
-    return fit(model, train_ds, eval_ds, param_groups=discriminative_lr_groups(model, lr, decay, weight_decay), warmup=warmup, **fit_kw)
+    return fit(model, train_ds, eval_ds, **fit_kwargs(fit_kw, param_groups=discriminative_lr_groups(model, lr, decay, weight_decay), warmup=warmup))
 
 # %% ../nbs/30_full_finetune.ipynb #61261043
 def add_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.1,
@@ -216,7 +216,7 @@ def lora(model, train_ds, eval_ds=None, *, r: int = 8, alpha: int = 16, dropout:
          lr: float = 1e-3, warmup: float = 0.1, task: str = "classification", **fit_kw) -> FitResult:
     "Fine-tune LoRA adapters of rank `r` on `target_modules` and the head; returns the `peft` model in the result."
     pm = add_lora(model, r, alpha, dropout, target_modules, modules_to_save, task)
-    return fit(pm, train_ds, eval_ds, lr=lr, warmup=warmup, task=task, **fit_kw)
+    return fit(pm, train_ds, eval_ds, lr=lr, task=task, **fit_kwargs(fit_kw, warmup=warmup))
 
 # %% ../nbs/30_full_finetune.ipynb #291f5f61
 STRATEGIES = dict(
@@ -254,7 +254,7 @@ def run_strategy(strategy,                  # a name in `STRATEGIES` or a strate
     seed_everything(seed)
     m, tok = load_encoder(model, num_labels=num_labels)
     tok = tokenizer or tok
-    kw = dict(dict(progress=False, plot=False, group_by_length=True), **kw)
+    kw = fit_kwargs(kw, dict(progress=False, plot=False, group_by_length=True))
     t0, c0 = time.time(), time.process_time()
     with PeakMemory() as mem: r = fn(m, train_ds, None, seed=seed, tokenizer=tok, **kw)
     wall, cpu = time.time() - t0, time.process_time() - c0
@@ -437,7 +437,7 @@ def strategy_runner(train_ds, eval_ds, tokenizer, results: pd.DataFrame | None =
                 seed_everything(0); m, _ = load_encoder(model, num_labels=num_labels)
                 steps = max(1, math.ceil(len(train_ds) / 32) * ep.value)
                 res = get_strategy(strat.value)(m, train_ds, eval_ds, lr=lr.value, epochs=ep.value, tokenizer=tokenizer,
-                                                eval_every=max(1, steps // 4), plot=True, progress=False)
+                                                eval_every=max(1, steps // 4), logging=Logging(progress=False, plot=True))
                 tr, tot = n_trainable(res.model)
                 state["rows"] = pd.concat([state["rows"], pd.DataFrame([dict(strategy=strat.value, lr=lr.value, epochs=ep.value,
                     accuracy=res.metrics.get("accuracy"), macro_f1=res.metrics.get("macro_f1"), trainable_pct=100 * tr / tot,
