@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['tokenize', 'Collator', 'epoch_batches', 'columns', 'lengths', 'Stream', 'check_data']
+__all__ = ['tokenize', 'Collator', 'epoch_batches', 'Batching', 'columns', 'lengths', 'Stream', 'check_data']
 
 # %% ../nbs/01b_data.ipynb #3a809f4a
 def tokenize(data,                    # a `datasets.Dataset` or `DatasetDict` with a text column
@@ -82,6 +82,18 @@ def epoch_batches(lengths, batch_size: int, seed: int = 0, epoch: int = 0, shuff
         perm = torch.randperm(len(batches), generator=g).tolist()
         batches = [batches[i] for i in perm]
     return batches
+
+# %% ../nbs/01b_data.ipynb #c01bbat1
+@dataclass
+class Batching:
+    "How `fit` turns rows into batches: the collator (default `Collator(tokenizer)`) and whether similar lengths share a batch."
+    tokenizer: object = None             # its pad id pads the default `Collator` (evaluation uses it too)
+    collate_fn: Callable | None = None   # custom collator, `collate_fn(rows) -> batch`, for the training data and its streams
+    group_by_length: bool = True         # batch similar lengths together within shuffled mega-batches (less padding)
+
+    def collator(self) -> Callable:
+        "The collator the run uses: `collate_fn`, or a `Collator` padding with the tokenizer's pad id."
+        return self.collate_fn or Collator(self.tokenizer)
 
 # %% ../nbs/01b_data.ipynb #30a28ace
 def columns(ds) -> dict:

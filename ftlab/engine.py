@@ -28,8 +28,8 @@ from .inference import _check_eval
 from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'Batching', 'fit_kwargs',
-           'fit', 'add_lm_labels']
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'fit_kwargs', 'fit',
+           'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
@@ -274,19 +274,7 @@ def _logging(flat: dict, logging: Logging | None) -> Logging:
     return _regroup(flat, logging, Logging, "logging", _FLAT_LOG)
 
 # %% ../nbs/01_engine.ipynb #c01bat01
-@dataclass
-class Batching:
-    "How `fit` turns rows into batches: the collator (default `Collator(tokenizer)`) and whether similar lengths share a batch."
-    tokenizer: object = None             # its pad id pads the default `Collator` (evaluation uses it too)
-    collate_fn: Callable | None = None   # custom collator, `collate_fn(rows) -> batch`, for the training data and its streams
-    group_by_length: bool = True         # batch similar lengths together within shuffled mega-batches (less padding)
-
-    def collator(self) -> Callable:
-        "The collator the run uses: `collate_fn`, or a `Collator` padding with the tokenizer's pad id."
-        return self.collate_fn or Collator(self.tokenizer)
-
-_FLAT_BATCH = {k: k for k in Batching.__dataclass_fields__}
-
+_FLAT_BATCH = {k: k for k in Batching.__dataclass_fields__}   # `Batching`: in the data room (01b)
 def _batching(flat: dict, batching: Batching | None) -> Batching:
     "`fit`'s batching settings: `batching`, or the flat `tokenizer=`, `collate_fn=`, `group_by_length=` (popped from `flat`; no warning: every chapter passes them)."
     b = {k: flat.pop(k) for k in _FLAT_BATCH if k in flat}
@@ -294,8 +282,7 @@ def _batching(flat: dict, batching: Batching | None) -> Batching:
     return batching if batching is not None else Batching(**b)
 
 # %% ../nbs/01_engine.ipynb #c01fkw01
-_GROUPS = dict(optimization=(Optimization, _FLAT_OPT, True), logging=(Logging, _FLAT_LOG, True),   # arg: (group, flat name → field, flat deprecated)
-               evaluation=(Evaluation, _FLAT_EVAL, False), batching=(Batching, _FLAT_BATCH, False))
+_GROUPS = dict(optimization=(Optimization, _FLAT_OPT, True), logging=(Logging, _FLAT_LOG, True), evaluation=(Evaluation, _FLAT_EVAL, False), batching=(Batching, _FLAT_BATCH, False))   # arg: (group, flat name → field, flat deprecated)
 
 def fit_kwargs(kw: dict,                      # the keywords a wrapper's caller passed on for `fit` (left unchanged)
                defaults: dict | None = None,  # the wrapper's defaults, by flat name: `dict(progress=False, plot=False)`
