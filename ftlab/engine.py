@@ -6,7 +6,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/engine.html.md"""
 
 # %% ../nbs/01_engine.ipynb #acd1fe06
 from __future__ import annotations
-import contextlib, math, shutil, time, warnings
+import contextlib, math, time, warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 
-from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint, save_model   # save_model: ftlab.finetune imports it from here
+from .checkpoint import _checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 # the engine's rooms, re-exported so that `from ftlab.engine import X` works for every name in them
 from .runtime import *
 from .data import *
@@ -138,8 +138,7 @@ class Checkpointing(Callback):
         save_checkpoint(Path(self.output_dir)/f"checkpoint-{state.step}", state.model, state.optimizer, state.scheduler,
                         dict(step=state.step, history=state.history, running=saved, seed=state.seed, batch_size=state.batch_size,
                              grad_accum=state.grad_accum), acc, state.modules)
-        if acc.is_main_process and self.save_total_limit:
-            for c in _checkpoints(Path(self.output_dir))[self.save_total_limit:]: shutil.rmtree(c, ignore_errors=True)
+        if acc.is_main_process: prune_checkpoints(self.output_dir, self.save_total_limit)
     def on_step_complete(self, state):
         if self.save_every and state.step % self.save_every == 0: self.save(state)
 
