@@ -283,18 +283,34 @@ def _batching(flat: dict, batching: Batching | None) -> Batching:
 # %% ../nbs/01_engine.ipynb #c01fkw01
 _GROUPS = dict(optimization=(Optimization, _FLAT_OPT, True), logging=(Logging, _FLAT_LOG, True), evaluation=(Evaluation, _FLAT_EVAL, False), batching=(Batching, _FLAT_BATCH, False))   # arg: (group, flat name → field, flat deprecated)
 
+def _same(a, b) -> bool:
+    try: return a is b or bool(a == b)
+    except Exception: return False   # tensors, arrays: only the same object is the same setting
+
+def _refuse_override(fixed: dict, caller: dict, group: str = ""):
+    "Refuse a caller's setting (`caller`: flat name → value; inside `group` if given) that a wrapper's own setting would silently replace."
+    for k, v in fixed.items():
+        if k in caller and not _same(caller[k], v):
+            yours = f"{group}({k}={caller[k]!r})" if group else f"{k}={caller[k]!r}"
+            raise ValueError(f"fit_kwargs: your {yours} would be replaced by the wrapper's own {k}={v!r}: the function you called sets {k} "
+                             f"itself. Pass {k}= to that function (if it has such a parameter) instead, or leave it out.")
+
 def fit_kwargs(kw: dict,                      # the keywords a wrapper's caller passed on for `fit` (left unchanged)
                defaults: dict | None = None,  # the wrapper's defaults, by flat name: `dict(progress=False, plot=False)`
                **fixed) -> dict:              # the wrapper's own settings, by flat name (`warmup=0.1`): they replace the caller's
-    "`fit`'s keywords: the caller's `kw`, the wrapper's `defaults` where the caller set neither the setting nor its group, `fixed` replacing the setting in the caller's group (or a new one)."
+    "`fit`'s keywords: the caller's `kw`, the wrapper's `defaults` where the caller set neither the setting nor its group, `fixed` replacing the setting in the caller's group (or a new one); a caller's different value for a `fixed` setting is an error."
     kw, defaults = dict(kw), defaults or {}
     for arg, (cls, names, deprecated) in _GROUPS.items():
         d, f = {k: v for k, v in defaults.items() if k in names}, {k: v for k, v in fixed.items() if k in names}
         if not (d or f): continue
-        if kw.get(arg) is not None: kw[arg] = replace(kw[arg], **{names[k]: v for k, v in f.items()})   # the caller's group: defaults stay out
+        if (g := kw.get(arg)) is not None:   # the caller's group: defaults stay out; a field it changed from the default may not be replaced
+            unset = {n: fl.default for n, fl in ((n, cls.__dataclass_fields__[names[n]]) for n in f)}
+            _refuse_override({names[n]: v for n, v in f.items()}, {names[n]: getattr(g, names[n]) for n in f if not _same(getattr(g, names[n]), unset[n])}, f"{arg}={cls.__name__}")
+            kw[arg] = replace(g, **{names[k]: v for k, v in f.items()})
         elif deprecated and not any(k in kw for k in names): kw[arg] = cls(**{names[k]: v for k, v in (d | f).items()})
-        else: kw |= {k: v for k, v in d.items() if k not in kw} | f   # beside the caller's flat spellings (or flat, not deprecated)
+        else: _refuse_override(f, kw); kw |= {k: v for k, v in d.items() if k not in kw} | f   # beside the caller's flat spellings (or flat, not deprecated)
     plain = lambda s: {k: v for k, v in s.items() if not any(k in names for _, names, _ in _GROUPS.values())}
+    _refuse_override(plain(fixed), kw)
     return {**plain(defaults), **kw, **plain(fixed)}
 
 # %% ../nbs/01_engine.ipynb #c01run01
