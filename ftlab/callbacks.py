@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['TrainState', 'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot']
+__all__ = ['TrainState', 'Callback', 'EarlyStopping', 'ProgressBar', 'LivePlot', 'Logging']
 
 # %% ../nbs/01e_callbacks.ipynb #9d3483ea
 @dataclass
@@ -140,3 +140,11 @@ class LivePlot(Callback):
             print(f"step {state.step:>6d}  epoch {state.epoch}  " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
         self._draw(state)
     def on_fit_end(self, state): self._draw(state, force=True)
+
+# %% ../nbs/01e_callbacks.ipynb #c01elog1
+@dataclass
+class Logging:
+    "What `fit` reports as it trains: the mean training loss every `every` steps (in the history), a progress bar, a live plot."
+    every: int = 10              # log the mean training loss (and logs) every N optimizer steps
+    progress: bool = True        # tqdm progress bar
+    plot: bool | None = None     # live plot (default: in notebooks)

@@ -28,8 +28,7 @@ from .inference import _check_eval
 from .callbacks import _in_notebook
 
 # %% auto #0
-__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'Evaluation', 'Logging', 'fit_kwargs', 'fit',
-           'add_lm_labels']
+__all__ = ['TrainingDiverged', 'FitResult', 'default_loss', 'Checkpointing', 'fit_kwargs', 'fit', 'add_lm_labels']
 
 # %% ../nbs/01_engine.ipynb #b8a8326b
 class TrainingDiverged(RuntimeError):
@@ -218,14 +217,6 @@ class _Window:
         return self.loss / n, {k: v / n for k, v in self.logs.items()}
 
 # %% ../nbs/01_engine.ipynb #c01evl01
-@dataclass
-class Evaluation:
-    "How `fit` evaluates on `eval_ds`: how often, in what batches, and how outputs become metrics."
-    every: int | None = None             # evaluate every N optimizer steps (None: at the end of each epoch)
-    batch_size: int = 64                 # evaluation batch size
-    metrics: Callable | None = None      # custom `metrics(preds, labels) -> dict`
-    predict_fn: Callable | None = None   # custom `predict_fn(model, batch) -> (preds, labels)` (see `evaluate`)
-
 _FLAT_EVAL = dict(eval_every="every", eval_batch_size="batch_size", metrics="metrics", predict_fn="predict_fn")
 _FLAT_CKPT = ("output_dir", "save_every", "save_total_limit", "resume_from")
 
@@ -259,13 +250,6 @@ def _optimization(flat: dict, optimization: Optimization | None) -> Optimization
     return _regroup(flat, optimization, Optimization, "optimization", _FLAT_OPT)
 
 # %% ../nbs/01_engine.ipynb #c01log01
-@dataclass
-class Logging:
-    "What `fit` reports as it trains: the mean training loss every `every` steps (in the history), a progress bar, a live plot."
-    every: int = 10              # log the mean training loss (and logs) every N optimizer steps
-    progress: bool = True        # tqdm progress bar
-    plot: bool | None = None     # live plot (default: in notebooks)
-
 _FLAT_LOG = dict(log_every="every", progress="progress", plot="plot")
 
 def _logging(flat: dict, logging: Logging | None) -> Logging:

@@ -7,6 +7,7 @@ Docs: https://ftlab.github.io/ftlab/nbs/inference.html.md"""
 # %% ../nbs/01c_inference.ipynb #dadc65f5
 from __future__ import annotations
 import contextlib, math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -17,7 +18,7 @@ from .data import Collator, _to, columns, lengths
 
 # %% auto #0
 __all__ = ['TASKS', 'POOLINGS', 'classification_metrics', 'regression_metrics', 'inference_batches', 'eval_mode', 'evaluate',
-           'predict_logits', 'features']
+           'Evaluation', 'predict_logits', 'features']
 
 # %% ../nbs/01c_inference.ipynb #7b145343
 def classification_metrics(preds, labels) -> dict:
@@ -132,6 +133,15 @@ def evaluate(model,                         # the model to measure
     p = torch.cat(preds).numpy() if preds else np.array([]); y = torch.cat(labels).numpy() if labels else np.array([])
     res = (metrics or (regression_metrics if task == "regression" else classification_metrics))(p, y)
     return dict(loss=loss_sum / loss_n, **res) if loss_n else res
+
+# %% ../nbs/01c_inference.ipynb #c01cevs1
+@dataclass
+class Evaluation:
+    "How `fit` evaluates on `eval_ds`: how often, in what batches, and how outputs become metrics."
+    every: int | None = None             # evaluate every N optimizer steps (None: at the end of each epoch)
+    batch_size: int = 64                 # evaluation batch size
+    metrics: Callable | None = None      # custom `metrics(preds, labels) -> dict`
+    predict_fn: Callable | None = None   # custom `predict_fn(model, batch) -> (preds, labels)` (see `evaluate`)
 
 # %% ../nbs/01c_inference.ipynb #42751604
 @torch.inference_mode()
